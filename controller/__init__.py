@@ -1,0 +1,4 @@
+"""controller: one deployable unit (app, settings, Dockerfile).
+
+It lands with the data-path and controller issues.
+"""

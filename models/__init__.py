@@ -1,0 +1,1 @@
+"""Model tooling: zoo builders, cut finder, partitioner (and later profiler and planner)."""

@@ -1,0 +1,5 @@
+import sys
+
+from neukonfig.cli import main
+
+sys.exit(main())
