@@ -10,8 +10,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from models.runtime import sample_input
 from neukonfig.errors import VerificationError
-from neukonfig.manifest import CutKind, CutSpec, Manifest, TensorSpec
+from neukonfig.manifest import CutKind, CutSpec, Manifest
 
 RTOL = 1e-4
 ATOL = 1e-5
@@ -23,23 +24,6 @@ VERIFY_BATCH = 2
 class CutCheck:
     index: int
     max_abs_error: float
-
-
-def sample_input(spec: TensorSpec, *, batch: int, seed: int) -> np.ndarray:
-    """Seeded random data for one graph input; symbolic dims become ``batch`` then 1."""
-    if spec.shape is None or spec.dtype is None:
-        raise VerificationError(f"input {spec.name!r} has no known shape/dtype to sample")
-    shape = [
-        dim if isinstance(dim, int) else (batch if position == 0 else 1)
-        for position, dim in enumerate(spec.shape)
-    ]
-    rng = np.random.default_rng(seed)
-    dtype = np.dtype(spec.dtype)
-    if dtype.kind == "f":
-        return rng.standard_normal(shape).astype(dtype)
-    if dtype.kind == "b":
-        return rng.integers(0, 2, size=shape).astype(dtype)
-    return rng.integers(0, 10, size=shape).astype(dtype)
 
 
 def session(path: Path) -> ort.InferenceSession:

@@ -10,7 +10,8 @@ import pytest
 
 from models.graph import node_inputs
 from models.partition import partition_model
-from models.verify import sample_input, verify_partitions
+from models.runtime import sample_input
+from models.verify import verify_partitions
 from neukonfig.errors import OutputDirConflictError, VerificationError
 from neukonfig.manifest import CutKind, read_manifest
 

@@ -1,0 +1,126 @@
+"""Load one side of a cut from a partition directory and run it with onnxruntime.
+
+Used by both partition services and by the profiler, so that what is profiled is
+exactly what is served. The edge side of cut 0 and the cloud side of cut N hold no
+model: the edge forwards the raw input, and cut N never reaches the cloud.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from neukonfig.errors import CutNotFoundError, NeukonfigError
+from neukonfig.manifest import CutKind, CutSpec, Manifest, TensorSpec, read_manifest
+from neukonfig.wire import ExpectedTensor
+
+
+class Role(str, enum.Enum):
+    EDGE = "edge"
+    CLOUD = "cloud"
+
+
+class InferenceFailedError(NeukonfigError):
+    """onnxruntime refused or failed a run (wrapped at the boundary)."""
+
+    status_code = 500
+
+
+def session_options(*, threads: int | None = None) -> ort.SessionOptions:
+    """``threads`` caps intra-op parallelism; one thread emulates a slow edge CPU."""
+    options = ort.SessionOptions()
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    if threads:
+        options.intra_op_num_threads = threads
+    return options
+
+
+@dataclass
+class Partition:
+    """One side of one cut, ready to run. ``session`` is None for a pass-through side."""
+
+    manifest: Manifest
+    cut: CutSpec
+    role: Role
+    path: Path | None
+    session: ort.InferenceSession | None
+    inputs: list[ExpectedTensor]
+    outputs: list[str]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.session is None:
+            return dict(feeds)
+        try:
+            values = self.session.run(self.outputs, feeds)
+        except Exception as error:  # onnxruntime raises several unrelated types
+            raise InferenceFailedError(f"{self.role.value} partition failed: {error}") from error
+        return dict(zip(self.outputs, values, strict=True))
+
+
+def partition_file(cut: CutSpec, role: Role) -> str | None:
+    return cut.head if role is Role.EDGE else cut.tail
+
+
+def load_partition(
+    directory: str | Path,
+    cut_index: int,
+    role: Role,
+    *,
+    threads: int | None = None,
+    manifest: Manifest | None = None,
+) -> Partition:
+    directory = Path(directory)
+    manifest = manifest or read_manifest(directory)
+    cut = manifest.cut(cut_index)
+    if role is Role.CLOUD and cut.kind is CutKind.ALL_EDGE:
+        raise CutNotFoundError(f"cut {cut_index} is all-edge: it has no cloud partition")
+    inputs = _expected_inputs(manifest, cut, role)
+    name = partition_file(cut, role)
+    if name is None:
+        return Partition(manifest, cut, role, None, None, inputs, [t.name for t in inputs])
+    path = directory / name
+    session = ort.InferenceSession(
+        str(path), session_options(threads=threads), providers=["CPUExecutionProvider"]
+    )
+    outputs = [output.name for output in session.get_outputs()]
+    return Partition(manifest, cut, role, path, session, inputs, outputs)
+
+
+def _expected_inputs(manifest: Manifest, cut: CutSpec, role: Role) -> list[ExpectedTensor]:
+    if role is Role.EDGE or cut.kind is CutKind.ALL_CLOUD:
+        return [
+            ExpectedTensor(name=t.name, dtype=t.dtype or "float32", shape=t.shape)
+            for t in manifest.model.inputs
+        ]
+    if cut.tensor is None or cut.dtype is None:
+        raise CutNotFoundError(f"cut {cut.index} has no typed crossing tensor")
+    return [ExpectedTensor(name=cut.tensor, dtype=cut.dtype, shape=cut.shape)]
+
+
+def warm_up(partition: Partition, *, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
+    """One inference on seeded data: readiness means this succeeded."""
+    return partition.run(
+        {t.name: sample_input(t, batch=batch, seed=seed) for t in partition.inputs}
+    )
+
+
+def sample_input(spec: TensorSpec | ExpectedTensor, *, batch: int, seed: int) -> np.ndarray:
+    """Seeded random data for one graph input; symbolic dims become ``batch`` then 1."""
+    if spec.shape is None or spec.dtype is None:
+        raise NeukonfigError(f"input {spec.name!r} has no known shape/dtype to sample")
+    shape = [
+        dim if isinstance(dim, int) else (batch if position == 0 else 1)
+        for position, dim in enumerate(spec.shape)
+    ]
+    rng = np.random.default_rng(seed)
+    dtype = np.dtype(spec.dtype)
+    if dtype.kind == "f":
+        return rng.standard_normal(shape).astype(dtype)
+    if dtype.kind == "b":
+        return rng.integers(0, 2, size=shape).astype(dtype)
+    return rng.integers(0, 10, size=shape).astype(dtype)
