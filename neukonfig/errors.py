@@ -52,3 +52,53 @@ class VerificationError(NeukonfigError):
     """Head followed by tail did not reproduce the full model's outputs."""
 
     status_code = 500
+
+
+class PayloadTooLargeError(NeukonfigError):
+    """A request body or tensor over the configured limit."""
+
+    status_code = 413
+
+
+class UnauthorizedError(NeukonfigError):
+    """A control-plane call without the right token."""
+
+    status_code = 401
+
+
+class ConflictError(NeukonfigError):
+    """A request that conflicts with current state (e.g. retiring the active pipeline)."""
+
+    status_code = 409
+
+
+class NotReadyError(NeukonfigError):
+    """The service cannot serve yet (no session, or no active pipeline)."""
+
+    status_code = 503
+
+
+class UpstreamError(NeukonfigError):
+    """A peer service (edge or cloud partition) failed or could not be reached."""
+
+    status_code = 502
+
+
+class UpstreamTimeoutError(UpstreamError):
+    """A peer service did not answer within its stage timeout."""
+
+    status_code = 504
+
+
+class InvalidUnitError(NeukonfigError):
+    """A bandwidth or duration that is not a positive number with a known unit."""
+
+
+class InvalidProfileError(NeukonfigError):
+    """A profile file that cannot be read or does not follow the profile schema."""
+
+
+class ProfileMismatchError(NeukonfigError):
+    """A profile that does not describe this partition directory (model, role or cuts)."""
+
+    status_code = 409

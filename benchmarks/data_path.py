@@ -1,0 +1,216 @@
+"""Latency and throughput of the served path (gateway -> edge -> cloud on loopback)
+against running the same head and tail sessions in one process.
+
+    python benchmarks/data_path.py --out results/data_path.json
+
+For each model a middle cut is served by real uvicorn processes; both sides use one
+onnxruntime thread, in the services and in the in-process baseline, so the difference
+is the cost of the services and the wire: HTTP, framing, the OIP codec and routing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnx
+import onnxruntime
+
+from controller.backends.local import LocalService, ServiceKind
+from models.partition import partition_model
+from models.runtime import Role, load_partition, sample_input
+from models.zoo import build_model
+from neukonfig.manifest import Manifest
+
+CONCURRENCY = (1, 4, 16)
+
+
+def percentile_ms(samples: list[float], q: float) -> float:
+    return round(float(np.percentile(samples, q)) * 1000, 3)
+
+
+def in_process(parts: Path, manifest: Manifest, cut: int, batch: np.ndarray, n: int) -> list[float]:
+    head = load_partition(parts, cut, Role.EDGE, threads=1, manifest=manifest)
+    tail = load_partition(parts, cut, Role.CLOUD, threads=1, manifest=manifest)
+    feeds = {"input": batch}
+    for _ in range(10):
+        tail.run(head.run(feeds))
+    times = []
+    for _ in range(n):
+        started = time.perf_counter()
+        tail.run(head.run(feeds))
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def binary_request(batch: np.ndarray) -> tuple[bytes, dict[str, str]]:
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": list(batch.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": batch.nbytes},
+                }
+            ],
+            "outputs": [{"name": "logits", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+    return header + batch.tobytes(), {"inference-header-content-length": str(len(header))}
+
+
+async def served(url: str, body: bytes, headers: dict[str, str], n: int) -> list[float]:
+    async with httpx.AsyncClient(timeout=60) as client:
+        for _ in range(10):
+            (await client.post(url, content=body, headers=headers)).raise_for_status()
+        times = []
+        for _ in range(n):
+            started = time.perf_counter()
+            response = await client.post(url, content=body, headers=headers)
+            times.append(time.perf_counter() - started)
+            response.raise_for_status()
+    return times
+
+
+async def throughput(
+    url: str, body: bytes, headers: dict[str, str], clients: int, seconds: float
+) -> float:
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def loop(client: httpx.AsyncClient) -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            (await client.post(url, content=body, headers=headers)).raise_for_status()
+            done += 1
+
+    limits = httpx.Limits(max_connections=clients)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(loop(client) for _ in range(clients)))
+        elapsed = time.perf_counter() - started
+    return round(done / elapsed, 1)
+
+
+def start_stack(parts: Path, cut: int, name: str, logs: Path) -> tuple[list[LocalService], str]:
+    token = secrets.token_urlsafe(24)
+    cloud = LocalService(
+        ServiceKind.CLOUD_PARTITION,
+        {"partition_dir": str(parts), "cut": str(cut), "threads": "1"},
+        logs / "cloud.log",
+    ).start()
+    edge = LocalService(
+        ServiceKind.EDGE_PARTITION,
+        {"partition_dir": str(parts), "cut": str(cut), "threads": "1", "cloud_url": cloud.url},
+        logs / "edge.log",
+    ).start()
+    gateway = LocalService(
+        ServiceKind.GATEWAY,
+        {"partition_dir": str(parts), "model_name": name, "admin_token": token},
+        logs / "gateway.log",
+    ).start()
+    for service in (cloud, edge, gateway):
+        service.wait_ready()
+    auth = {"authorization": f"Bearer {token}"}
+    registered = httpx.post(
+        f"{gateway.url}/admin/pipelines",
+        json={"id": "bench", "cut": cut, "edge_url": edge.url, "cloud_url": cloud.url},
+        headers=auth,
+    )
+    registered.raise_for_status()
+    httpx.post(
+        f"{gateway.url}/admin/switch", json={"pipeline_id": "bench"}, headers=auth
+    ).raise_for_status()
+    return [gateway, edge, cloud], f"{gateway.url}/v2/models/{name}/infer"
+
+
+def bench_model(name: str, work: Path, n: int, seconds: float) -> dict[str, object]:
+    print(f"{name}: building and partitioning ...", file=sys.stderr, flush=True)
+    onnx.save(build_model(name), str(work / f"{name}.onnx"))
+    probe = partition_model(work / f"{name}.onnx", work / "parts", cuts="0", name=name)
+    cut = probe.num_cuts // 2
+    manifest = partition_model(work / f"{name}.onnx", work / "parts", cuts=str(cut), name=name)
+    batch = sample_input(manifest.model.inputs[0], batch=1, seed=0)
+    print(f"{name}: in-process baseline at cut {cut} ...", file=sys.stderr, flush=True)
+    baseline = in_process(work / "parts", manifest, cut, batch, n)
+    services, url = start_stack(work / "parts", cut, name, work)
+    try:
+        body, headers = binary_request(batch)
+        print(f"{name}: served latency ...", file=sys.stderr, flush=True)
+        path = asyncio.run(served(url, body, headers, n))
+        rates = {}
+        for clients in CONCURRENCY:
+            print(f"{name}: throughput with {clients} clients ...", file=sys.stderr, flush=True)
+            rates[str(clients)] = asyncio.run(throughput(url, body, headers, clients, seconds))
+    finally:
+        for service in services:
+            service.stop()
+    return {
+        "model": name,
+        "cut": cut,
+        "tensor": manifest.cut(cut).tensor,
+        "cut_bytes": manifest.cut(cut).bytes,
+        "in_process_p50_ms": percentile_ms(baseline, 50),
+        "in_process_p99_ms": percentile_ms(baseline, 99),
+        "served_p50_ms": percentile_ms(path, 50),
+        "served_p99_ms": percentile_ms(path, 99),
+        "overhead_p50_ms": round(percentile_ms(path, 50) - percentile_ms(baseline, 50), 3),
+        "throughput_rps": rates,
+    }
+
+
+def table(rows: list[dict[str, object]]) -> str:
+    lines = [
+        "| model | cut | in-process p50/p99 ms | served p50/p99 ms | overhead p50 ms "
+        "| req/s @1 | @4 | @16 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        rates = r["throughput_rps"]
+        lines.append(
+            f"| {r['model']} | {r['cut']} | {r['in_process_p50_ms']} / {r['in_process_p99_ms']} "
+            f"| {r['served_p50_ms']} / {r['served_p99_ms']} | {r['overhead_p50_ms']} "
+            f"| {rates['1']} | {rates['4']} | {rates['16']} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="results/data_path.json")
+    parser.add_argument("--models", default="tiny,mobilenetv2")
+    parser.add_argument(
+        "--requests", type=int, default=300, help="sequential requests per latency run"
+    )
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each throughput run")
+    args = parser.parse_args()
+    rows = []
+    for name in args.models.split(","):
+        with tempfile.TemporaryDirectory(prefix=f"neukonfig-datapath-{name}-") as work:
+            rows.append(bench_model(name, Path(work), args.requests, args.seconds))
+    report = {
+        "benchmark": "data_path",
+        "link": "loopback, no shaping",
+        "machine": {"platform": platform.platform(), "python": sys.version.split()[0]},
+        "versions": {"onnxruntime": onnxruntime.__version__, "httpx": httpx.__version__},
+        "rows": rows,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(table(rows))
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

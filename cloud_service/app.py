@@ -1,0 +1,68 @@
+"""The cloud partition service: runs the tail of one cut.
+
+POST /v1/infer   wire frame of the cut tensor -> wire frame of the model outputs
+POST /v1/probe   N bytes -> how many arrived and how long reading them took (bandwidth probes)
+GET  /health/live, /health/ready, /v1/partition, /metrics
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from cloud_service.settings import CloudSettings
+from models.runtime import Role
+from neukonfig import wire
+from neukonfig.metrics import Metrics, Stage
+from neukonfig.partition_host import PartitionHost, decode_inputs, health_router, start_loading
+from neukonfig.protocol import COMPUTE_SECONDS_HEADER, INFER_PATH, PROBE_PATH
+from neukonfig.service import add_metrics_route, install_error_handlers, read_body
+
+
+def create_app(settings: CloudSettings) -> FastAPI:
+    host = PartitionHost(
+        directory=settings.partition_dir,
+        cut=settings.cut,
+        role=Role.CLOUD,
+        threads=settings.threads,
+    )
+    metrics = Metrics(service="cloud")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        loading = start_loading(host)
+        yield
+        loading.cancel()
+
+    app = FastAPI(title="neukonfig cloud partition", lifespan=lifespan)
+    install_error_handlers(app)
+    add_metrics_route(app, metrics)
+    app.include_router(health_router(host))
+
+    @app.post(INFER_PATH)
+    async def infer(request: Request) -> Response:
+        try:
+            feeds = decode_inputs(await read_body(request, limit=settings.max_body_bytes), host)
+            outputs, seconds = await host.run(feeds)
+        except Exception as error:
+            metrics.count_request(getattr(error, "status_code", 500))
+            raise
+        metrics.observe_stage(Stage.CLOUD_COMPUTE, seconds)
+        metrics.count_request(200)
+        return Response(
+            wire.encode(outputs),
+            media_type=wire.CONTENT_TYPE,
+            headers={COMPUTE_SECONDS_HEADER: f"{seconds:.9f}"},
+        )
+
+    @app.post(PROBE_PATH)
+    async def probe(request: Request) -> dict[str, float | int]:
+        started = time.perf_counter()
+        body = await read_body(request, limit=settings.max_body_bytes)
+        return {"received_bytes": len(body), "read_seconds": time.perf_counter() - started}
+
+    return app

@@ -1,0 +1,25 @@
+"""Settings of the cloud partition service (env vars ``NEUKONFIG_CLOUD_*``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CloudSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NEUKONFIG_CLOUD_")
+
+    partition_dir: Path = Field(description="Partition directory written by `neukonfig partition`")
+    cut: int = Field(ge=0, description="Cut index whose tail this service runs")
+    threads: int | None = Field(default=None, ge=1, description="onnxruntime intra-op threads")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8200, ge=0, le=65535)
+    max_body_bytes: int = Field(default=256 * 2**20, ge=1, description="Largest accepted body")
+
+
+@lru_cache
+def get_settings() -> CloudSettings:
+    return CloudSettings()  # type: ignore[call-arg]  # filled from the environment

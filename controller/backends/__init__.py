@@ -1,0 +1,1 @@
+"""Runtime backends: start and stop partition services and report their readiness."""

@@ -1,0 +1,136 @@
+"""One neukonfig service as a local ``python -m`` process on loopback.
+
+The building block of the ``process`` backend, ``neukonfig up``, the benchmarks and
+the tests: start it, wait for a health path, stop it (SIGTERM, then SIGKILL), and
+keep its output in a log file for post-mortems.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from neukonfig.errors import NeukonfigError
+
+DEFAULT_START_TIMEOUT_S = 60.0
+STOP_GRACE_S = 10.0
+
+
+class ServiceKind(str, enum.Enum):
+    GATEWAY = "gateway"
+    EDGE_PARTITION = "edge"
+    CLOUD_PARTITION = "cloud"
+
+    @property
+    def module(self) -> list[str]:
+        return {
+            ServiceKind.GATEWAY: ["edge_service", "gateway"],
+            ServiceKind.EDGE_PARTITION: ["edge_service", "partition"],
+            ServiceKind.CLOUD_PARTITION: ["cloud_service"],
+        }[self]
+
+    @property
+    def env_prefix(self) -> str:
+        return {
+            ServiceKind.GATEWAY: "NEUKONFIG_GATEWAY_",
+            ServiceKind.EDGE_PARTITION: "NEUKONFIG_EDGE_",
+            ServiceKind.CLOUD_PARTITION: "NEUKONFIG_CLOUD_",
+        }[self]
+
+    @property
+    def ready_path(self) -> str:
+        return "/v2/health/live" if self is ServiceKind.GATEWAY else "/health/ready"
+
+
+class ServiceStartError(NeukonfigError):
+    """A service exited or never became ready; carries the tail of its log."""
+
+    status_code = 503
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class LocalService:
+    """A service process. ``settings`` are its settings without the env prefix."""
+
+    kind: ServiceKind
+    settings: dict[str, str]
+    log_path: Path
+    host: str = "127.0.0.1"
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        values = {**self.settings, "HOST": self.host, "PORT": str(self.port)}
+        return {self.kind.env_prefix + key.upper(): value for key, value in values.items()}
+
+    def start(self) -> LocalService:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", *self.kind.module],
+                env={**os.environ, **self.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C in a terminal reaches us, not our children
+            )
+        return self
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def wait_ready(self, *, timeout: float = DEFAULT_START_TIMEOUT_S) -> LocalService:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise ServiceStartError(f"{self.kind.value} service exited:\n{self.log_tail()}")
+            try:
+                if httpx.get(self.url + self.kind.ready_path, timeout=1.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise ServiceStartError(
+            f"{self.kind.value} service not ready after {timeout:g} s:\n{self.log_tail()}"
+        )
+
+    def stop(self) -> None:
+        if not self.alive():
+            return
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=STOP_GRACE_S)
+
+    def kill(self) -> None:
+        """SIGKILL at once: for fault tests and for a service that ignores SIGTERM."""
+        if self.alive():
+            assert self.process is not None
+            self.process.kill()
+            self.process.wait(timeout=STOP_GRACE_S)
+
+    def log_tail(self, lines: int = 30) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])

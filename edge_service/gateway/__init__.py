@@ -1,0 +1,1 @@
+"""The edge gateway: the Open Inference Protocol v2 front door that routes to one pipeline."""

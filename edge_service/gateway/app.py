@@ -1,0 +1,39 @@
+"""The edge gateway: assembles the OIP routes, the admin routes and /metrics."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import httpx
+from fastapi import FastAPI
+
+from edge_service.gateway.admin import admin_router
+from edge_service.gateway.inference import inference_router
+from edge_service.gateway.routing import RoutingTable
+from edge_service.settings import GatewaySettings
+from neukonfig.manifest import read_manifest
+from neukonfig.metrics import Metrics
+from neukonfig.service import add_metrics_route, install_error_handlers
+
+
+def create_app(settings: GatewaySettings) -> FastAPI:
+    manifest = read_manifest(settings.partition_dir)
+    metrics = Metrics(service="gateway")
+    table = RoutingTable(metrics, model=settings.model_name)
+    health = httpx.AsyncClient(timeout=settings.ready_check_timeout_s)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await health.aclose()
+        for pipeline in list(table.pipelines.values()):
+            await pipeline.client.aclose()
+
+    app = FastAPI(title="neukonfig edge gateway", lifespan=lifespan)
+    app.state.routing = table
+    install_error_handlers(app)
+    add_metrics_route(app, metrics)
+    app.include_router(inference_router(table, settings, manifest, metrics))
+    app.include_router(admin_router(table, settings, health))
+    return app

@@ -1,0 +1,184 @@
+"""OIP v2 inference, metadata and health routes of the gateway.
+
+Paths are the Open Inference Protocol's, copied exactly. A request reads the routing
+pointer once (``RoutingTable.acquire``), is forwarded to that pipeline's edge
+partition as one wire frame, and is answered in the form the client asked for.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+import neukonfig
+from edge_service.gateway.oip import (
+    HEADER_LENGTH,
+    InferRequest,
+    TensorMetadata,
+    datatype_of,
+    encode_infer_response,
+    model_metadata,
+    parse_header_length,
+    parse_infer_request,
+)
+from edge_service.gateway.routing import Pipeline, RoutingTable
+from edge_service.settings import GatewaySettings
+from neukonfig import wire
+from neukonfig.errors import (
+    NeukonfigError,
+    UnknownModelError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
+from neukonfig.manifest import Manifest, TensorSpec
+from neukonfig.metrics import Metrics, Stage
+from neukonfig.protocol import (
+    CLOUD_SECONDS_HEADER,
+    EDGE_SECONDS_HEADER,
+    INFER_PATH,
+    TRANSFER_SECONDS_HEADER,
+)
+from neukonfig.service import read_body
+
+MODEL_VERSION = "1"
+_STAGE_HEADERS = {
+    Stage.EDGE_COMPUTE: EDGE_SECONDS_HEADER,
+    Stage.TRANSFER: TRANSFER_SECONDS_HEADER,
+    Stage.CLOUD_COMPUTE: CLOUD_SECONDS_HEADER,
+}
+
+
+def tensor_metadata(manifest: Manifest) -> tuple[list[TensorMetadata], list[TensorMetadata]]:
+    """The full model's inputs and outputs, whatever the current cut (-1 = dynamic dim)."""
+
+    def convert(spec: TensorSpec) -> TensorMetadata:
+        shape = tuple(d if isinstance(d, int) else -1 for d in (spec.shape or []))
+        datatype = datatype_of(np.dtype(spec.dtype or "float32"))
+        return TensorMetadata(name=spec.name, datatype=datatype, shape=shape)
+
+    return [convert(t) for t in manifest.model.inputs], [convert(t) for t in manifest.model.outputs]
+
+
+def inference_router(
+    table: RoutingTable, settings: GatewaySettings, manifest: Manifest, metrics: Metrics
+) -> APIRouter:
+    router = APIRouter()
+    inputs, outputs = tensor_metadata(manifest)
+    name = settings.model_name
+
+    def require_model(model_name: str, version: str | None = None) -> None:
+        if model_name != name:
+            raise UnknownModelError(f"unknown model {model_name!r}; this gateway serves {name!r}")
+        if version is not None and version != MODEL_VERSION:
+            raise UnknownModelError(f"model {name!r} has no version {version!r}")
+
+    def ready_response() -> JSONResponse:
+        ready = table.active is not None
+        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+    @router.get("/v2")
+    def server_metadata() -> dict[str, object]:
+        return {
+            "name": "neukonfig",
+            "version": neukonfig.__version__,
+            "extensions": ["binary_tensor_data"],
+        }
+
+    @router.get("/v2/health/live")
+    def live() -> dict[str, bool]:
+        return {"live": True}
+
+    @router.get("/v2/health/ready")
+    def server_ready() -> JSONResponse:
+        return ready_response()
+
+    @router.get("/v2/models/{model_name}")
+    def metadata(model_name: str) -> dict[str, object]:
+        require_model(model_name)
+        return model_metadata(
+            name=name,
+            versions=[MODEL_VERSION],
+            platform="onnxruntime_onnx",
+            inputs=inputs,
+            outputs=outputs,
+        )
+
+    @router.get("/v2/models/{model_name}/ready")
+    def model_ready(model_name: str) -> JSONResponse:
+        require_model(model_name)
+        return ready_response()
+
+    async def infer(model_name: str, request: Request, version: str | None) -> Response:
+        started = time.perf_counter()
+        try:
+            require_model(model_name, version)
+            parsed = parse_infer_request(
+                await read_body(request, limit=settings.max_body_bytes),
+                header_length=parse_header_length(request.headers.get(HEADER_LENGTH)),
+                inputs=inputs,
+                outputs=outputs,
+                max_elements=settings.max_elements,
+            )
+            response = await _forward(table, parsed, settings, metrics)
+        except NeukonfigError as error:
+            metrics.count_request(error.status_code)
+            raise
+        body, headers = encode_infer_response(
+            model_name=name, model_version=MODEL_VERSION, request=parsed, outputs=response
+        )
+        metrics.count_request(200)
+        metrics.observe_stage(Stage.END_TO_END, time.perf_counter() - started)
+        return Response(body, headers=headers)
+
+    @router.post("/v2/models/{model_name}/infer")
+    async def infer_latest(model_name: str, request: Request) -> Response:
+        return await infer(model_name, request, None)
+
+    @router.post("/v2/models/{model_name}/versions/{version}/infer")
+    async def infer_version(model_name: str, version: str, request: Request) -> Response:
+        return await infer(model_name, request, version)
+
+    return router
+
+
+async def _forward(
+    table: RoutingTable, parsed: InferRequest, settings: GatewaySettings, metrics: Metrics
+) -> dict[str, np.ndarray]:
+    frame = wire.encode(parsed.inputs)
+    pipeline = await table.acquire(wait_timeout=settings.pause_wait_timeout_s)
+    try:
+        response = await _post(pipeline, frame)
+    finally:
+        table.release(pipeline)
+    for stage, header in _STAGE_HEADERS.items():
+        if header in response.headers:
+            metrics.observe_stage(stage, float(response.headers[header]))
+    try:
+        return wire.decode(response.content)
+    except wire.WireFormatError as error:
+        raise UpstreamError(f"pipeline {pipeline.id} sent a malformed answer: {error}") from error
+
+
+async def _post(pipeline: Pipeline, frame: bytes) -> httpx.Response:
+    try:
+        response = await pipeline.client.post(
+            INFER_PATH, content=frame, headers={"content-type": wire.CONTENT_TYPE}
+        )
+    except httpx.TimeoutException as error:
+        raise UpstreamTimeoutError(f"pipeline {pipeline.id} timed out ({error!r})") from error
+    except httpx.HTTPError as error:
+        raise UpstreamError(f"pipeline {pipeline.id} unreachable ({error!r})") from error
+    if response.status_code != 200:
+        raise UpstreamError(f"pipeline {pipeline.id} failed: {_error_text(response)}")
+    return response
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        return f"{response.status_code} {response.json()['error']}"
+    except (ValueError, KeyError, TypeError):
+        return f"{response.status_code} {response.text[:200]}"

@@ -1,0 +1,217 @@
+"""The routing pointer and the pipelines it can point at.
+
+Everything here runs on the gateway's one event loop. A request reads the pointer
+and enters that pipeline with no ``await`` in between, so it is bound to exactly
+one pipeline; a switch is one assignment, so no request ever sees half a switch.
+A retired pipeline takes no new requests and is closed once its in-flight
+requests finish (or the drain bound passes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import httpx
+
+from neukonfig.errors import ConflictError, NeukonfigError, NotReadyError
+from neukonfig.metrics import Metrics
+
+PAUSE_STRATEGY = "pause_resume"
+
+
+class PipelineState(str, enum.Enum):
+    STANDBY = "standby"  # registered and ready, not receiving requests
+    ACTIVE = "active"  # the routing pointer's target
+    DRAINING = "draining"  # retired, finishing in-flight requests
+    RETIRED = "retired"  # drained (or timed out) and closed
+
+
+class DrainOutcome(str, enum.Enum):
+    DRAINED = "drained"
+    TIMED_OUT = "timed_out"
+
+
+class UnknownPipelineError(NeukonfigError):
+    status_code = 404
+
+
+@dataclass(eq=False)
+class Pipeline:
+    """An edge partition + cloud partition pair for one cut, reached through ``client``."""
+
+    id: str
+    model: str
+    cut: int
+    edge_url: str
+    cloud_url: str | None
+    client: httpx.AsyncClient
+    state: PipelineState = PipelineState.STANDBY
+    in_flight: int = 0
+    served: int = 0
+    registered_unix: float = field(default_factory=time.time)
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.in_flight += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+        self.served += 1
+        if self.in_flight == 0:
+            self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> DrainOutcome:
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return DrainOutcome.TIMED_OUT
+        return DrainOutcome.DRAINED
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "model": self.model,
+            "cut": self.cut,
+            "edge_url": self.edge_url,
+            "cloud_url": self.cloud_url,
+            "state": self.state.value,
+            "in_flight": self.in_flight,
+            "served": self.served,
+        }
+
+
+@dataclass(frozen=True)
+class SwitchResult:
+    previous: str | None
+    active: str | None
+    strategy: str
+    # Edge-measured unavailability: how long a new request could not start at once.
+    downtime_seconds: float
+
+
+class RoutingTable:
+    """Owns the pipelines and the pointer. The controller changes it only through here."""
+
+    def __init__(self, metrics: Metrics, *, model: str) -> None:
+        self.metrics = metrics
+        self.model = model
+        self.pipelines: dict[str, Pipeline] = {}
+        self.active: Pipeline | None = None
+        self._pointer_set = asyncio.Event()
+        self._unavailable_since: float | None = time.perf_counter()
+        self.unavailable_seconds_total = 0.0
+
+    def add(self, pipeline: Pipeline) -> Pipeline:
+        if pipeline.id in self.pipelines:
+            raise ConflictError(f"pipeline {pipeline.id!r} is already registered")
+        self.pipelines[pipeline.id] = pipeline
+        return pipeline
+
+    def get(self, pipeline_id: str) -> Pipeline:
+        try:
+            return self.pipelines[pipeline_id]
+        except KeyError:
+            raise UnknownPipelineError(f"no pipeline {pipeline_id!r} is registered") from None
+
+    def switch(self, pipeline_id: str | None, *, strategy: str) -> SwitchResult:
+        """Point at ``pipeline_id`` (None pauses serving). One assignment, no await."""
+        target = self.get(pipeline_id) if pipeline_id is not None else None
+        if target is not None and target.state not in (PipelineState.STANDBY, PipelineState.ACTIVE):
+            raise ConflictError(f"pipeline {target.id!r} is {target.state.value}")
+        previous = self.active
+        started = time.perf_counter()
+        self.active = target
+        flipped = time.perf_counter()
+        downtime = self._account_unavailability(target, started, flipped)
+        if previous is not None and previous is not target:
+            previous.state = PipelineState.STANDBY
+        if target is not None:
+            target.state = PipelineState.ACTIVE
+            self._pointer_set.set()
+            self.metrics.current_cut.labels(self.model).set(target.cut)
+            self.metrics.switches.labels(strategy).inc()
+            self.metrics.switch_downtime.labels(strategy).observe(downtime)
+        else:
+            self._pointer_set.clear()
+        return SwitchResult(
+            previous=previous.id if previous else None,
+            active=target.id if target else None,
+            strategy=strategy,
+            downtime_seconds=downtime,
+        )
+
+    def _account_unavailability(
+        self, target: Pipeline | None, started: float, flipped: float
+    ) -> float:
+        if target is None:
+            if self._unavailable_since is None:
+                self._unavailable_since = started
+            return 0.0
+        if self._unavailable_since is None:
+            return flipped - started
+        downtime = flipped - self._unavailable_since
+        self.unavailable_seconds_total += downtime
+        self._unavailable_since = None
+        return downtime
+
+    async def acquire(self, *, wait_timeout: float) -> Pipeline:
+        """Bind a new request to the active pipeline, waiting (bounded) while paused."""
+        if self.active is None:
+            try:
+                await asyncio.wait_for(self._pointer_set.wait(), wait_timeout)
+            except TimeoutError:
+                raise NotReadyError(
+                    f"no active pipeline for model {self.model!r} after {wait_timeout:g} s"
+                ) from None
+        pipeline = self.active
+        if pipeline is None:  # paused again between the wake-up and now
+            return await self.acquire(wait_timeout=wait_timeout)
+        pipeline.enter()
+        self.metrics.in_flight.labels(pipeline.id).set(pipeline.in_flight)
+        return pipeline
+
+    def release(self, pipeline: Pipeline) -> None:
+        pipeline.leave()
+        self.metrics.in_flight.labels(pipeline.id).set(pipeline.in_flight)
+
+    async def retire(self, pipeline_id: str, *, drain_timeout: float) -> dict[str, object]:
+        """Stop routing to a non-active pipeline, wait for its in-flight requests, close it."""
+        pipeline = self.get(pipeline_id)
+        if pipeline is self.active:
+            raise ConflictError(f"pipeline {pipeline_id!r} is active; switch away from it first")
+        pipeline.state = PipelineState.DRAINING
+        started = time.perf_counter()
+        outcome = await pipeline.wait_idle(drain_timeout)
+        left = pipeline.in_flight
+        pipeline.state = PipelineState.RETIRED
+        del self.pipelines[pipeline_id]
+        with contextlib.suppress(KeyError):  # never served a request: no gauge child
+            self.metrics.in_flight.remove(pipeline_id)
+        await pipeline.client.aclose()
+        return {
+            "id": pipeline_id,
+            "outcome": outcome.value,
+            "in_flight_left": left,
+            "waited_seconds": time.perf_counter() - started,
+        }
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "model": self.model,
+            "active": self.active.id if self.active else None,
+            "pipelines": [p.describe() for p in self.pipelines.values()],
+            "unavailable_seconds_total": self.unavailable_seconds_total,
+        }
+
+
+def new_pipeline_id(cut: int) -> str:
+    return f"cut{cut}-{uuid.uuid4().hex[:8]}"

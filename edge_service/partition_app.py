@@ -1,0 +1,137 @@
+"""The edge partition service: runs the head of one cut and sends the cut tensor to
+its cloud peer over one persistent HTTP connection pool.
+
+    POST /v1/infer      wire frame of the model inputs -> wire frame of the model outputs
+    GET  /v1/transfers  recent transfers (bytes, seconds) for passive bandwidth estimates
+    GET  /health/live, /health/ready, /v1/partition, /metrics
+
+Cut N (all-edge) never touches the network; cut 0 (all-cloud) forwards the raw input.
+Each response carries the stage timings in ``x-neukonfig-*-seconds`` headers, so the
+gateway can export them without a second round trip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from edge_service.settings import EdgePartitionSettings
+from models.runtime import Role
+from neukonfig import wire
+from neukonfig.errors import NotReadyError, UpstreamError, UpstreamTimeoutError
+from neukonfig.manifest import CutKind
+from neukonfig.metrics import Metrics, Stage
+from neukonfig.partition_host import PartitionHost, decode_inputs, health_router, start_loading
+from neukonfig.protocol import (
+    CLOUD_SECONDS_HEADER,
+    COMPUTE_SECONDS_HEADER,
+    EDGE_SECONDS_HEADER,
+    INFER_PATH,
+    TRANSFER_BYTES_HEADER,
+    TRANSFER_SECONDS_HEADER,
+    TRANSFERS_PATH,
+    Transfer,
+)
+from neukonfig.service import add_metrics_route, install_error_handlers, read_body
+
+
+class TransferLog:
+    def __init__(self, size: int) -> None:
+        self._records: deque[Transfer] = deque(maxlen=size)
+        self._seq = 0
+
+    def add(self, *, size: int, seconds: float, cloud_seconds: float) -> None:
+        self._seq += 1
+        self._records.append(Transfer(self._seq, time.time(), size, seconds, cloud_seconds))
+
+    def after(self, seq: int) -> list[Transfer]:
+        return [record for record in self._records if record.seq > seq]
+
+
+def create_app(settings: EdgePartitionSettings) -> FastAPI:
+    host = PartitionHost(
+        directory=settings.partition_dir, cut=settings.cut, role=Role.EDGE, threads=settings.threads
+    )
+    metrics = Metrics(service="edge")
+    transfers = TransferLog(settings.transfer_log_size)
+    timeout = httpx.Timeout(settings.cloud_timeout_s, connect=settings.connect_timeout_s)
+    cloud = httpx.AsyncClient(
+        base_url=settings.cloud_url or "http://cloud.invalid", timeout=timeout
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        loading = start_loading(host)
+        yield
+        loading.cancel()
+        await cloud.aclose()
+
+    app = FastAPI(title="neukonfig edge partition", lifespan=lifespan)
+    install_error_handlers(app)
+    add_metrics_route(app, metrics)
+    app.include_router(health_router(host))
+
+    async def call_cloud(frame: bytes) -> tuple[bytes, float, float]:
+        if settings.cloud_url is None:
+            raise NotReadyError("no cloud_url configured for a cut that needs the cloud")
+        started = time.perf_counter()
+        try:
+            response = await cloud.post(
+                INFER_PATH, content=frame, headers={"content-type": wire.CONTENT_TYPE}
+            )
+        except httpx.TimeoutException as error:
+            raise UpstreamTimeoutError(f"cloud partition timed out: {error!r}") from error
+        except httpx.HTTPError as error:
+            raise UpstreamError(f"cloud partition unreachable: {error!r}") from error
+        round_trip = time.perf_counter() - started
+        if response.status_code != 200:
+            raise UpstreamError(f"cloud partition answered {response.status_code}: {response.text}")
+        cloud_seconds = float(response.headers.get(COMPUTE_SECONDS_HEADER, 0.0))
+        return response.content, max(round_trip - cloud_seconds, 0.0), cloud_seconds
+
+    async def serve(body: bytes) -> Response:
+        feeds = decode_inputs(body, host)
+        intermediate, edge_seconds = await host.run(feeds)
+        metrics.observe_stage(Stage.EDGE_COMPUTE, edge_seconds)
+        headers = {EDGE_SECONDS_HEADER: f"{edge_seconds:.9f}"}
+        if host.partition.cut.kind is CutKind.ALL_EDGE:
+            return Response(
+                wire.encode(intermediate), media_type=wire.CONTENT_TYPE, headers=headers
+            )
+        frame = body if host.partition.session is None else wire.encode(intermediate)
+        outputs, transfer_seconds, cloud_seconds = await call_cloud(frame)
+        transfers.add(size=len(frame), seconds=transfer_seconds, cloud_seconds=cloud_seconds)
+        metrics.observe_stage(Stage.TRANSFER, transfer_seconds)
+        metrics.transfer_bytes.inc(len(frame))
+        headers |= {
+            TRANSFER_SECONDS_HEADER: f"{transfer_seconds:.9f}",
+            CLOUD_SECONDS_HEADER: f"{cloud_seconds:.9f}",
+            TRANSFER_BYTES_HEADER: str(len(frame)),
+        }
+        # The cloud's frame already holds the model outputs: pass it on without re-encoding.
+        return Response(outputs, media_type=wire.CONTENT_TYPE, headers=headers)
+
+    @app.post(INFER_PATH)
+    async def infer(request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            response = await serve(await read_body(request, limit=settings.max_body_bytes))
+        except Exception as error:
+            metrics.count_request(getattr(error, "status_code", 500))
+            raise
+        metrics.count_request(200)
+        metrics.observe_stage(Stage.END_TO_END, time.perf_counter() - started)
+        return response
+
+    @app.get(TRANSFERS_PATH)
+    def recent_transfers(after: int = 0) -> dict[str, list[dict[str, float | int]]]:
+        return {"transfers": [asdict(record) for record in transfers.after(after)]}
+
+    return app

@@ -1,0 +1,66 @@
+"""Settings of the two edge processes: the edge partition service (``NEUKONFIG_EDGE_*``)
+and the gateway (``NEUKONFIG_GATEWAY_*``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class EdgePartitionSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NEUKONFIG_EDGE_")
+
+    partition_dir: Path = Field(description="Partition directory written by `neukonfig partition`")
+    cut: int = Field(ge=0, description="Cut index whose head this service runs")
+    cloud_url: str | None = Field(
+        default=None, description="Base URL of the cloud partition of the same cut (not for cut N)"
+    )
+    threads: int | None = Field(default=None, ge=1, description="onnxruntime intra-op threads")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8100, ge=0, le=65535)
+    max_body_bytes: int = Field(default=64 * 2**20, ge=1)
+    cloud_timeout_s: float = Field(default=30.0, gt=0, description="Bound on one cloud call")
+    connect_timeout_s: float = Field(default=2.0, gt=0)
+    transfer_log_size: int = Field(
+        default=4096, ge=16, description="Transfers kept for /v1/transfers"
+    )
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NEUKONFIG_GATEWAY_")
+
+    model_name: str = Field(description="Name clients use in /v2/models/{name}")
+    partition_dir: Path = Field(description="Partition directory: the model's inputs and outputs")
+    admin_token: SecretStr | None = Field(
+        default=None, description="Bearer token for /admin; or give admin_token_file"
+    )
+    admin_token_file: Path | None = Field(default=None, description="File holding the token")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    max_body_bytes: int = Field(default=64 * 2**20, ge=1, description="413 above this")
+    request_timeout_s: float = Field(default=30.0, gt=0, description="Bound on one pipeline call")
+    connect_timeout_s: float = Field(default=2.0, gt=0)
+    ready_check_timeout_s: float = Field(default=2.0, gt=0, description="Bound on a health check")
+    drain_timeout_s: float = Field(default=30.0, ge=0, description="Default bound on a drain")
+    pause_wait_timeout_s: float = Field(
+        default=30.0, ge=0, description="How long a request waits while no pipeline is active"
+    )
+    max_elements: int = Field(default=50_000_000, ge=1, description="Largest tensor accepted")
+
+    @model_validator(mode="after")
+    def _token_is_set(self) -> GatewaySettings:
+        """The control plane is never open: refuse to start without a token."""
+        if self.admin_token is None and self.admin_token_file is not None:
+            try:
+                token = self.admin_token_file.read_text().strip()
+            except OSError as error:
+                raise ValueError(f"cannot read admin_token_file: {error}") from error
+            self.admin_token = SecretStr(token)
+        if self.admin_token is None or len(self.admin_token.get_secret_value()) < 16:
+            raise ValueError(
+                "an admin token of at least 16 characters is required: set "
+                "NEUKONFIG_GATEWAY_ADMIN_TOKEN or NEUKONFIG_GATEWAY_ADMIN_TOKEN_FILE"
+            )
+        return self

@@ -1,0 +1,141 @@
+"""What the edge and cloud partition services share: loading one side of a cut in
+the background, readiness, and the health and info routes.
+
+The session loads after the server starts listening, so ``/health/live`` answers
+at once while ``/health/ready`` turns true only after a warm-up inference succeeded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+import time
+from pathlib import Path
+
+import anyio
+import numpy as np
+import psutil
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from models.runtime import Partition, Role, load_partition, warm_up
+from neukonfig.errors import NotReadyError
+from neukonfig.protocol import LIVE_PATH, PARTITION_INFO_PATH, READY_PATH
+from neukonfig.wire import ExpectedTensor, decode, encode
+
+log = logging.getLogger("neukonfig.partition")
+
+
+class LoadState(str, enum.Enum):
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+
+
+class PartitionHost:
+    """Owns the one onnxruntime session of a partition service."""
+
+    def __init__(self, *, directory: Path, cut: int, role: Role, threads: int | None) -> None:
+        self.directory = directory
+        self.cut = cut
+        self.role = role
+        self.threads = threads
+        self.state = LoadState.LOADING
+        self.error: str | None = None
+        self.load_seconds: float | None = None
+        self._partition: Partition | None = None
+
+    async def load(self) -> None:
+        started = time.perf_counter()
+        try:
+            self._partition = await anyio.to_thread.run_sync(self._load_and_warm_up)
+        except Exception as error:  # any failure must show in /health/ready, not vanish
+            self.state, self.error = LoadState.FAILED, f"{type(error).__name__}: {error}"
+            log.error("loading %s partition of cut %d failed: %s", self.role.value, self.cut, error)
+            return
+        self.load_seconds = time.perf_counter() - started
+        self.state = LoadState.READY
+        log.info(
+            "%s partition of cut %d ready in %.2f s", self.role.value, self.cut, self.load_seconds
+        )
+
+    def _load_and_warm_up(self) -> Partition:
+        partition = load_partition(self.directory, self.cut, self.role, threads=self.threads)
+        warm_up(partition)
+        return partition
+
+    @property
+    def partition(self) -> Partition:
+        if self.state is not LoadState.READY or self._partition is None:
+            raise NotReadyError(f"{self.role.value} partition is {self.state.value}")
+        return self._partition
+
+    @property
+    def expected_inputs(self) -> list[ExpectedTensor]:
+        return self.partition.inputs
+
+    async def run(self, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
+        """Run off the event loop (onnxruntime releases the GIL); returns outputs and seconds."""
+        partition = self.partition
+        started = time.perf_counter()
+        outputs = await anyio.to_thread.run_sync(partition.run, feeds)
+        return outputs, time.perf_counter() - started
+
+    def info(self) -> dict[str, object]:
+        partition = self._partition
+        return {
+            "role": self.role.value,
+            "cut": self.cut,
+            "state": self.state.value,
+            "error": self.error,
+            "model": partition.manifest.model.name if partition else None,
+            "tensor": partition.cut.tensor if partition else None,
+            "inputs": [t.name for t in partition.inputs] if partition else None,
+            "outputs": partition.outputs if partition else None,
+            "load_seconds": self.load_seconds,
+            "rss_bytes": psutil.Process(os.getpid()).memory_info().rss,
+            "pid": os.getpid(),
+        }
+
+
+def start_loading(host: PartitionHost) -> asyncio.Task[None]:
+    """Begin loading in the background; call from a lifespan and cancel the task on exit."""
+    return asyncio.create_task(host.load(), name=f"load-{host.role.value}-{host.cut}")
+
+
+def health_router(host: PartitionHost) -> APIRouter:
+    router = APIRouter()
+
+    @router.get(LIVE_PATH)
+    def live() -> dict[str, bool]:
+        return {"live": True}
+
+    @router.get(READY_PATH)
+    def ready() -> JSONResponse:
+        body = {"ready": host.state is LoadState.READY, "state": host.state.value}
+        if host.error:
+            body["error"] = host.error
+        return JSONResponse(body, status_code=200 if body["ready"] else 503)
+
+    @router.get(PARTITION_INFO_PATH)
+    def info() -> dict[str, object]:
+        return host.info()
+
+    return router
+
+
+def decode_inputs(body: bytes, host: PartitionHost) -> dict[str, np.ndarray]:
+    """Validate a wire frame against what this partition accepts, before onnxruntime sees it."""
+    return decode(body, host.expected_inputs)
+
+
+__all__ = [
+    "LoadState",
+    "PartitionHost",
+    "decode_inputs",
+    "encode",
+    "health_router",
+    "start_loading",
+]

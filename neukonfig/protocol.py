@@ -1,0 +1,34 @@
+"""The internal HTTP protocol between gateway, edge partition and cloud partition:
+paths, headers and the records that cross those boundaries, defined once.
+
+Bodies of ``/v1/infer`` are ``neukonfig.wire`` frames (content type ``wire.CONTENT_TYPE``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+INFER_PATH = "/v1/infer"
+PROBE_PATH = "/v1/probe"
+TRANSFERS_PATH = "/v1/transfers"
+PARTITION_INFO_PATH = "/v1/partition"
+LIVE_PATH = "/health/live"
+READY_PATH = "/health/ready"
+
+# Stage timings ride on the response, so the gateway needs no second round trip.
+COMPUTE_SECONDS_HEADER = "x-neukonfig-compute-seconds"  # cloud -> edge
+EDGE_SECONDS_HEADER = "x-neukonfig-edge-seconds"  # edge -> gateway, and the three below
+TRANSFER_SECONDS_HEADER = "x-neukonfig-transfer-seconds"
+CLOUD_SECONDS_HEADER = "x-neukonfig-cloud-seconds"
+TRANSFER_BYTES_HEADER = "x-neukonfig-transfer-bytes"
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One crossing of the link: what the bandwidth estimator learns from real traffic."""
+
+    seq: int
+    unix_time: float
+    bytes: int
+    seconds: float  # round trip minus the cloud's own compute time
+    cloud_seconds: float

@@ -1,0 +1,107 @@
+"""What every neukonfig FastAPI service shares: errors as ``{"error": ...}``, bounded
+body reading, token checks for the control plane, ``/metrics``, and running uvicorn.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from neukonfig.errors import NeukonfigError, PayloadTooLargeError, UnauthorizedError
+from neukonfig.metrics import CONTENT_TYPE_LATEST, Metrics
+
+log = logging.getLogger("neukonfig")
+T = TypeVar("T")
+
+
+def error_response(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every failure to ``{"error": ...}``: ours keep their status, validation is 400."""
+
+    @app.exception_handler(NeukonfigError)
+    async def _ours(_request: Request, error: NeukonfigError) -> JSONResponse:
+        return error_response(error.status_code, error.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0] if error.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+        message = first.get("msg", "invalid request")
+        return error_response(400, f"{where}: {message}" if where else message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+        return error_response(error.status_code, str(error.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, f"internal error: {type(error).__name__}")
+
+
+async def read_body(request: Request, *, limit: int) -> bytes:
+    """The request body, refusing (413) anything over ``limit`` bytes before buffering it."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"body of {declared} bytes is over the {limit}-byte limit")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"body is over the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def bearer_token_check(expected: Callable[[], str | None]) -> Callable[[Request], None]:
+    """A FastAPI dependency: the request must carry ``Authorization: Bearer <token>``."""
+
+    def check(request: Request) -> None:
+        token = expected()
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        # compare_digest: the time taken must not reveal how much of the token matched.
+        if (
+            not token
+            or scheme.lower() != "bearer"
+            or not hmac.compare_digest(given.strip().encode(), token.encode())
+        ):
+            raise UnauthorizedError("this endpoint needs 'Authorization: Bearer <admin token>'")
+
+    return check
+
+
+def add_metrics_route(app: FastAPI, metrics: Metrics) -> None:
+    @app.get("/metrics", include_in_schema=False)
+    def _metrics() -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+def run_uvicorn(app: FastAPI, *, host: str, port: int, log_level: str = "warning") -> None:
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+
+
+def settings_or_exit(factory: Callable[[], T]) -> T:
+    """Build settings from the environment, or exit with one line naming what is wrong."""
+    try:
+        return factory()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
+            for e in error.errors()
+        )
+        raise SystemExit(f"neukonfig: invalid settings: {problems}") from None

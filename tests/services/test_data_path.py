@@ -1,0 +1,114 @@
+"""Gateway -> edge partition -> cloud partition, as real uvicorn processes on loopback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from stack import Stack, expected_logits, start_stack
+
+from models.partition import partition_model
+from neukonfig.manifest import read_manifest
+
+from oip_client import binary_request, json_request, outputs_of
+
+
+@pytest.fixture(scope="module")
+def tiny_stack(services, tiny_parts: Path, admin_token: str) -> Stack:
+    """A gateway plus one ready pipeline for every cut of tiny."""
+    cuts = [cut.index for cut in read_manifest(tiny_parts).cuts]
+    return start_stack(services, tiny_parts, "tiny", admin_token, cuts)
+
+
+def test_every_cut_of_tiny_answers_exactly_over_json_and_binary(tiny_stack: Stack, tiny_parts):
+    batch = np.random.default_rng(7).standard_normal((2, 3, 32, 32), dtype=np.float32)
+    expected = expected_logits(tiny_parts, batch)
+    for cut in tiny_stack.pipelines:
+        assert tiny_stack.switch(f"p{cut}").status_code == 200
+        for make in (json_request, binary_request):
+            body, headers = make("input", batch)
+            response = httpx.post(tiny_stack.infer_url, content=body, headers=headers, timeout=30)
+            assert response.status_code == 200, (cut, response.text)
+            np.testing.assert_allclose(
+                outputs_of(response)["logits"], expected, rtol=1e-4, atol=1e-5
+            )
+
+
+def test_metadata_reports_the_full_model_whatever_the_cut(tiny_stack: Stack):
+    url = tiny_stack.gateway.url
+    for cut in (0, 3):
+        tiny_stack.switch(f"p{cut}")
+        meta = httpx.get(f"{url}/v2/models/tiny").json()
+        assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 3, 32, 32]}]
+        assert meta["outputs"] == [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}]
+    assert "binary_tensor_data" in httpx.get(f"{url}/v2").json()["extensions"]
+    assert httpx.get(f"{url}/v2/models/tiny/ready").status_code == 200
+    assert httpx.get(f"{url}/v2/health/ready").status_code == 200
+
+
+def test_all_edge_cut_never_calls_the_cloud(tiny_stack: Stack):
+    last = tiny_stack.manifest.num_cuts - 1
+    edge, cloud = tiny_stack.pipelines[last]
+    assert cloud is None
+    tiny_stack.switch(f"p{last}")
+    body, headers = binary_request("input", np.zeros((1, 3, 32, 32), np.float32))
+    assert httpx.post(tiny_stack.infer_url, content=body, headers=headers).is_success
+    assert httpx.get(f"{edge.url}/v1/transfers").json()["transfers"] == []
+
+
+def test_edge_records_each_transfer_for_bandwidth_estimates(tiny_stack: Stack):
+    edge, _ = tiny_stack.pipelines[2]
+    tiny_stack.switch("p2")
+    before = httpx.get(f"{edge.url}/v1/transfers").json()["transfers"]
+    body, headers = binary_request("input", np.ones((1, 3, 32, 32), np.float32))
+    httpx.post(tiny_stack.infer_url, content=body, headers=headers)
+    after = httpx.get(f"{edge.url}/v1/transfers").json()["transfers"]
+    assert len(after) == len(before) + 1
+    assert after[-1]["bytes"] >= tiny_stack.manifest.cut(2).bytes
+    assert after[-1]["seconds"] > 0
+
+
+def test_cloud_probe_endpoint_counts_bytes(tiny_stack: Stack):
+    _, cloud = tiny_stack.pipelines[1]
+    answer = httpx.post(f"{cloud.url}/v1/probe", content=b"\0" * 100_000).json()
+    assert answer["received_bytes"] == 100_000
+    assert answer["read_seconds"] >= 0
+
+
+def test_every_service_exports_metrics(tiny_stack: Stack):
+    edge, cloud = tiny_stack.pipelines[1]
+    gateway_metrics = httpx.get(f"{tiny_stack.gateway.url}/metrics").text
+    for name in (
+        "neukonfig_requests_total",
+        "neukonfig_stage_latency_seconds_bucket",
+        "neukonfig_current_cut",
+        "neukonfig_switches_total",
+        "neukonfig_switch_downtime_seconds",
+        "neukonfig_in_flight_requests",
+    ):
+        assert name in gateway_metrics, name
+    assert 'stage="edge_compute"' in httpx.get(f"{edge.url}/metrics").text
+    assert 'stage="cloud_compute"' in httpx.get(f"{cloud.url}/metrics").text
+
+
+@pytest.fixture(scope="module")
+def mobilenet_stack(services, zoo_file, tmp_path_factory, admin_token: str) -> Stack:
+    parts = tmp_path_factory.mktemp("mobilenet-parts")
+    manifest = partition_model(zoo_file("mobilenetv2"), parts, name="mobilenetv2", cuts="all")
+    last = manifest.num_cuts - 1
+    cuts = [0, 1, last // 3, last // 2, last - 1, last]
+    return start_stack(services, parts, "mobilenetv2", admin_token, cuts)
+
+
+def test_several_cuts_of_mobilenetv2_answer_exactly(mobilenet_stack: Stack):
+    parts = Path(mobilenet_stack.gateway.settings["partition_dir"])
+    batch = np.random.default_rng(11).standard_normal((1, 3, 224, 224), dtype=np.float32)
+    expected = expected_logits(parts, batch)
+    for cut in mobilenet_stack.pipelines:
+        assert mobilenet_stack.switch(f"p{cut}").status_code == 200
+        body, headers = binary_request("input", batch)
+        response = httpx.post(mobilenet_stack.infer_url, content=body, headers=headers, timeout=60)
+        assert response.status_code == 200, (cut, response.text)
+        np.testing.assert_allclose(outputs_of(response)["logits"], expected, rtol=1e-4, atol=1e-4)
