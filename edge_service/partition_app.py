@@ -1,5 +1,5 @@
 """The edge partition service: runs the head of one cut and sends the cut tensor to
-its cloud peer over one persistent HTTP connection pool.
+its cloud peer over a pool of keep-alive connections (``neukonfig.peer_client``).
 
     POST /v1/infer      wire frame of the model inputs -> wire frame of the model outputs
     GET  /v1/transfers  recent transfers (bytes, seconds) for passive bandwidth estimates
@@ -18,7 +18,6 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 
-import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
@@ -29,6 +28,7 @@ from neukonfig.errors import NotReadyError, UpstreamError, UpstreamTimeoutError
 from neukonfig.manifest import CutKind
 from neukonfig.metrics import Metrics, Stage
 from neukonfig.partition_host import PartitionHost, decode_inputs, health_router, start_loading
+from neukonfig.peer_client import PeerClient
 from neukonfig.protocol import (
     CLOUD_SECONDS_HEADER,
     COMPUTE_SECONDS_HEADER,
@@ -40,6 +40,8 @@ from neukonfig.protocol import (
     Transfer,
 )
 from neukonfig.service import add_metrics_route, install_error_handlers, read_body
+
+FRAME_HEADERS = {"content-type": wire.CONTENT_TYPE}
 
 
 class TransferLog:
@@ -61,9 +63,14 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
     )
     metrics = Metrics(service="edge")
     transfers = TransferLog(settings.transfer_log_size)
-    timeout = httpx.Timeout(settings.cloud_timeout_s, connect=settings.connect_timeout_s)
-    cloud = httpx.AsyncClient(
-        base_url=settings.cloud_url or "http://cloud.invalid", timeout=timeout
+    cloud = (
+        PeerClient(
+            settings.cloud_url,
+            timeout=settings.cloud_timeout_s,
+            connect_timeout=settings.connect_timeout_s,
+        )
+        if settings.cloud_url
+        else None
     )
 
     @contextlib.asynccontextmanager
@@ -71,7 +78,8 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
         loading = start_loading(host)
         yield
         loading.cancel()
-        await cloud.aclose()
+        if cloud is not None:
+            await cloud.aclose()
 
     app = FastAPI(title="neukonfig edge partition", lifespan=lifespan)
     install_error_handlers(app)
@@ -79,17 +87,15 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
     app.include_router(health_router(host))
 
     async def call_cloud(frame: bytes) -> tuple[bytes, float, float]:
-        if settings.cloud_url is None:
+        if cloud is None:
             raise NotReadyError("no cloud_url configured for a cut that needs the cloud")
         started = time.perf_counter()
         try:
-            response = await cloud.post(
-                INFER_PATH, content=frame, headers={"content-type": wire.CONTENT_TYPE}
-            )
-        except httpx.TimeoutException as error:
-            raise UpstreamTimeoutError(f"cloud partition timed out: {error!r}") from error
-        except httpx.HTTPError as error:
-            raise UpstreamError(f"cloud partition unreachable: {error!r}") from error
+            response = await cloud.post(INFER_PATH, content=frame, headers=FRAME_HEADERS)
+        except UpstreamTimeoutError as error:
+            raise UpstreamTimeoutError(f"cloud partition timed out: {error.message}") from error
+        except UpstreamError as error:
+            raise UpstreamError(f"cloud partition unreachable: {error.message}") from error
         round_trip = time.perf_counter() - started
         if response.status_code != 200:
             raise UpstreamError(f"cloud partition answered {response.status_code}: {response.text}")

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from neukonfig.peer_client import check_base_url
 
 
 class EdgePartitionSettings(BaseSettings):
@@ -26,6 +28,11 @@ class EdgePartitionSettings(BaseSettings):
     transfer_log_size: int = Field(
         default=4096, ge=16, description="Transfers kept for /v1/transfers"
     )
+
+    @field_validator("cloud_url")
+    @classmethod
+    def _reachable_by_peer_client(cls, url: str | None) -> str | None:
+        return check_base_url(url) if url is not None else None
 
 
 class GatewaySettings(BaseSettings):

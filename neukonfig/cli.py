@@ -13,8 +13,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from neukonfig.errors import NeukonfigError
+
+if TYPE_CHECKING:
+    from models.planner import CutChoice, Planner
+    from neukonfig.profiles import Profile
 
 
 def _progress(message: str) -> None:
@@ -97,6 +102,215 @@ def cmd_partition(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_profile(args: argparse.Namespace) -> int:
+    from models.profiler import profile_partitions
+    from models.runtime import Role
+    from neukonfig.profiles import write_profile
+
+    roles = [Role.EDGE, Role.CLOUD] if args.role == "both" else [Role(args.role)]
+    started = time.perf_counter()
+    profile = profile_partitions(
+        args.directory,
+        roles=roles,
+        threads=args.threads,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        progress=_progress,
+    )
+    write_profile(args.out, profile)
+    print(
+        f"wrote {args.out}: {len(profile.cuts)} cuts of {profile.model.name}, "
+        f"{_profile_setup(profile)}, in {time.perf_counter() - started:.1f} s"
+    )
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from models.planner import Planner
+    from neukonfig.manifest import read_manifest
+    from neukonfig.profiles import read_profile
+    from neukonfig.units import parse_duration
+
+    manifest = read_manifest(Path(args.directory))
+    edge, cloud = read_profile(args.profile_edge), read_profile(args.profile_cloud)
+    planner = Planner.from_profiles(
+        manifest,
+        edge,
+        cloud,
+        stat=args.stat,
+        edge_label=f"edge profile {args.profile_edge}",
+        cloud_label=f"cloud profile {args.profile_cloud}",
+    )
+    rtt_s = parse_duration(args.rtt)
+    setup = f"edge: {_profile_setup(edge)}; cloud: {_profile_setup(cloud)}"
+    if args.sweep:
+        return _print_sweep(planner, args, rtt_s=rtt_s, setup=setup)
+    return _print_plan(planner, args, rtt_s=rtt_s, setup=setup)
+
+
+def _print_plan(planner: Planner, args: argparse.Namespace, *, rtt_s: float, setup: str) -> int:
+    from neukonfig.units import format_bandwidth, parse_bandwidth
+
+    bandwidth = parse_bandwidth(args.bandwidth)
+    ranked = planner.ranked(bandwidth, rtt_s)
+    best = ranked[0]
+    if args.json:
+        shown = [_choice_dict(planner, choice) for choice in ranked[: args.top]]
+        print(
+            json.dumps(
+                {
+                    "model": planner.model,
+                    "bandwidth_bps": bandwidth,
+                    "rtt_s": rtt_s,
+                    "stat": args.stat,
+                    "best": _choice_dict(planner, best),
+                    "ranked": shown,
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print(
+        f"{planner.model}: {len(ranked)} cuts at {format_bandwidth(bandwidth)}, "
+        f"rtt {rtt_s * 1e3:g} ms, {args.stat} times ({setup})"
+    )
+    print(
+        f"{'rank':>4}  {'cut':>4}  {'kind':<9}  {'sent':>10}  {'edge ms':>8}  {'serial ms':>9}  "
+        f"{'rtt ms':>7}  {'transfer ms':>11}  {'cloud ms':>8}  {'total ms':>9}  tensor"
+    )
+    for rank, choice in enumerate(ranked[: args.top], start=1):
+        spec = planner.cuts[planner.position(choice.cut)]
+        part = choice.breakdown
+        print(
+            f"{rank:>4}  {choice.cut:>4}  {spec.kind.value:<9}  "
+            f"{human_bytes(int(planner.frame_bytes[planner.position(choice.cut)])):>10}  "
+            f"{part.edge_s * 1e3:>8.2f}  {part.serialization_s * 1e3:>9.2f}  "
+            f"{part.rtt_s * 1e3:>7.2f}  {part.transfer_s * 1e3:>11.2f}  "
+            f"{part.cloud_s * 1e3:>8.2f}  {choice.latency_s * 1e3:>9.2f}  {spec.tensor or '-'}"
+        )
+    kind = planner.cuts[planner.position(best.cut)].kind.value
+    print(f"best: cut {best.cut} ({kind}), predicted {best.latency_s * 1e3:.2f} ms")
+    return 0
+
+
+def _print_sweep(planner: Planner, args: argparse.Namespace, *, rtt_s: float, setup: str) -> int:
+    from models.crossover import crossover_table
+    from neukonfig.units import format_bandwidth, parse_bandwidth_range
+
+    low, high = parse_bandwidth_range(args.sweep)
+    ranges = crossover_table(planner, low_bps=low, high_bps=high, rtt_s=rtt_s)
+    if args.json:
+        rows = [
+            {
+                "low_bps": r.low_bps,
+                "high_bps": r.high_bps,
+                **_cut_dict(planner, r.cut),
+                "latency_at_low_s": r.latency_at_low_s,
+                "latency_at_high_s": r.latency_at_high_s,
+            }
+            for r in ranges
+        ]
+        document = {"model": planner.model, "low_bps": low, "high_bps": high, "rtt_s": rtt_s}
+        print(json.dumps({**document, "stat": args.stat, "ranges": rows}, indent=2))
+        return 0
+    print(
+        f"{planner.model}: fastest cut from {format_bandwidth(low)} to {format_bandwidth(high)}, "
+        f"rtt {rtt_s * 1e3:g} ms, {args.stat} times ({setup})"
+    )
+    print(
+        f"{'from':>9}  {'to':>9}  {'cut':>4}  {'kind':<9}  {'sent':>10}  "
+        f"{'latency ms (from -> to)':>23}  tensor"
+    )
+    for r in ranges:
+        spec = planner.cuts[planner.position(r.cut)]
+        sent = human_bytes(int(planner.frame_bytes[planner.position(r.cut)]))
+        latency = f"{r.latency_at_low_s * 1e3:.1f} -> {r.latency_at_high_s * 1e3:.1f}"
+        print(
+            f"{format_bandwidth(r.low_bps):>9}  {format_bandwidth(r.high_bps):>9}  {r.cut:>4}  "
+            f"{spec.kind.value:<9}  {sent:>10}  {latency:>23}  {spec.tensor or '-'}"
+        )
+    return 0
+
+
+def _cut_dict(planner: Planner, cut: int) -> dict[str, object]:
+    position = planner.position(cut)
+    spec = planner.cuts[position]
+    return {
+        "cut": cut,
+        "kind": spec.kind.value,
+        "tensor": spec.tensor,
+        "frame_bytes": int(planner.frame_bytes[position]),
+    }
+
+
+def _choice_dict(planner: Planner, choice: CutChoice) -> dict[str, object]:
+    part = choice.breakdown
+    return {
+        **_cut_dict(planner, choice.cut),
+        "latency_s": choice.latency_s,
+        "edge_s": part.edge_s,
+        "serialization_s": part.serialization_s,
+        "rtt_s": part.rtt_s,
+        "transfer_s": part.transfer_s,
+        "cloud_s": part.cloud_s,
+    }
+
+
+def _profile_setup(profile: Profile) -> str:
+    threads = f"{profile.threads} thread(s)" if profile.threads else "all threads"
+    emulated = ", emulated edge" if profile.emulated_edge else ""
+    machine = profile.machine
+    return f"{threads}{emulated} on {machine.cpu_model} x{machine.cpu_count}"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _add_profile_and_plan(commands: argparse._SubParsersAction) -> None:
+    profile = commands.add_parser("profile", help="measure every cut's cost on this machine")
+    profile.add_argument("directory", help="partition directory (from neukonfig partition)")
+    profile.add_argument(
+        "--role",
+        choices=["edge", "cloud", "both"],
+        default="both",
+        help="side to measure: heads (edge), tails (cloud) or both (default)",
+    )
+    profile.add_argument(
+        "--threads",
+        type=_positive_int,
+        help="onnxruntime intra-op threads (default: one per core); fewer threads than "
+        "this machine has, for the edge role, is recorded as an emulated edge",
+    )
+    profile.add_argument("--repeats", type=_positive_int, default=10, help="timed runs (10)")
+    profile.add_argument("--warmup", type=_positive_int, default=2, help="untimed runs first (2)")
+    profile.add_argument("--out", required=True, help="profile JSON to write")
+    profile.set_defaults(handler=cmd_profile)
+
+    plan = commands.add_parser("plan", help="predict each cut's latency; pick the fastest")
+    plan.add_argument("directory", help="partition directory (from neukonfig partition)")
+    plan.add_argument("--profile-edge", required=True, help="profile with edge (head) timings")
+    plan.add_argument("--profile-cloud", required=True, help="profile with cloud (tail) timings")
+    link = plan.add_mutually_exclusive_group(required=True)
+    link.add_argument("--bandwidth", help="link bandwidth, e.g. 500kbit, 10mbit, 1gbit")
+    link.add_argument(
+        "--sweep", metavar="LOW:HIGH", help="print the fastest cut per bandwidth range instead"
+    )
+    plan.add_argument("--rtt", default="0", help="round-trip time, e.g. 20ms (default 0)")
+    plan.add_argument(
+        "--stat", choices=["median", "p90"], default="median", help="profile time to use"
+    )
+    plan.add_argument("--top", type=_positive_int, help="show only the N fastest cuts")
+    plan.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    plan.set_defaults(handler=cmd_plan)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neukonfig", description="Split a DNN between edge and cloud, and re-split it live."
@@ -127,7 +341,57 @@ def build_parser() -> argparse.ArgumentParser:
     partition.add_argument("--verify", action="store_true", help="check head->tail == full model")
     partition.add_argument("--seed", type=int, default=0, help="seed of the --verify input")
     partition.set_defaults(handler=cmd_partition)
+    _add_profile_and_plan(commands)
+    _add_up(commands)
     return parser
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from controller.settings import StrategyName
+    from controller.up import UpOptions, parse_schedule, run_up
+
+    options = UpOptions(
+        model=args.model,
+        workdir=Path(args.workdir),
+        strategy=StrategyName(args.strategy),
+        gateway_port=args.gateway_port,
+        controller_port=args.controller_port,
+        edge_threads=args.edge_threads,
+        link_rate=args.link_rate,
+        schedule=parse_schedule(args.schedule),
+        traffic_rate=args.traffic,
+        duration_s=args.duration,
+        initial_bandwidth=args.initial_bandwidth,
+        profile_repeats=args.profile_repeats,
+    )
+    if options.schedule and not options.link_rate:
+        raise NeukonfigError("--schedule changes the emulated link: give --link-rate too")
+    return run_up(options)
+
+
+def _add_up(commands: argparse._SubParsersAction) -> None:
+    up = commands.add_parser(
+        "up", help="run gateway, partitions and controller locally (the embedded default)"
+    )
+    up.add_argument("--model", default="mobilenetv2", help="zoo model name or .onnx file")
+    up.add_argument("--workdir", default=".neukonfig/up", help="cache of model, partitions, logs")
+    up.add_argument(
+        "--strategy",
+        choices=["pause_resume", "switch_on_demand", "switch_standby"],
+        default="switch_standby",
+    )
+    up.add_argument("--gateway-port", type=int, default=8000)
+    up.add_argument("--controller-port", type=int, default=8300)
+    up.add_argument(
+        "--edge-threads", type=_positive_int, default=1, help="threads per edge partition (1)"
+    )
+    up.add_argument("--link-rate", help="emulate the edge-cloud link at this rate, e.g. 50mbit")
+    up.add_argument("--schedule", help="change the emulated rate: 5mbit@20,50mbit@40 (seconds)")
+    up.add_argument("--traffic", type=float, default=0.0, help="send N requests/s as a demo")
+    up.add_argument("--duration", type=float, help="stop after this many seconds")
+    up.add_argument("--initial-bandwidth", default="50mbit", help="plan the first cut for this")
+    up.add_argument("--profile-repeats", type=_positive_int, default=5)
+    up.set_defaults(handler=cmd_up)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -29,6 +29,7 @@ class ServiceKind(str, enum.Enum):
     GATEWAY = "gateway"
     EDGE_PARTITION = "edge"
     CLOUD_PARTITION = "cloud"
+    CONTROLLER = "controller"
 
     @property
     def module(self) -> list[str]:
@@ -36,6 +37,7 @@ class ServiceKind(str, enum.Enum):
             ServiceKind.GATEWAY: ["edge_service", "gateway"],
             ServiceKind.EDGE_PARTITION: ["edge_service", "partition"],
             ServiceKind.CLOUD_PARTITION: ["cloud_service"],
+            ServiceKind.CONTROLLER: ["controller"],
         }[self]
 
     @property
@@ -44,11 +46,16 @@ class ServiceKind(str, enum.Enum):
             ServiceKind.GATEWAY: "NEUKONFIG_GATEWAY_",
             ServiceKind.EDGE_PARTITION: "NEUKONFIG_EDGE_",
             ServiceKind.CLOUD_PARTITION: "NEUKONFIG_CLOUD_",
+            ServiceKind.CONTROLLER: "NEUKONFIG_CONTROLLER_",
         }[self]
 
     @property
     def ready_path(self) -> str:
-        return "/v2/health/live" if self is ServiceKind.GATEWAY else "/health/ready"
+        # The controller serves only once it has adopted or started its pipeline.
+        return {
+            ServiceKind.GATEWAY: "/v2/health/live",
+            ServiceKind.CONTROLLER: "/health/live",
+        }.get(self, "/health/ready")
 
 
 class ServiceStartError(NeukonfigError):

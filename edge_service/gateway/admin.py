@@ -9,11 +9,12 @@ import asyncio
 
 import httpx
 from fastapi import APIRouter, Depends, status
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
 from edge_service.gateway.routing import Pipeline, RoutingTable, new_pipeline_id
 from edge_service.settings import GatewaySettings
 from neukonfig.errors import ConflictError
+from neukonfig.peer_client import PeerClient, check_base_url
 from neukonfig.protocol import READY_PATH
 from neukonfig.service import bearer_token_check
 
@@ -28,6 +29,12 @@ class RegisterPipeline(BaseModel):
     cut: int = Field(ge=0)
     edge_url: AnyHttpUrl
     cloud_url: AnyHttpUrl | None = None
+
+    @field_validator("edge_url")
+    @classmethod
+    def _reachable_by_peer_client(cls, url: AnyHttpUrl) -> AnyHttpUrl:
+        check_base_url(str(url))  # the gateway's PeerClient speaks plain http only
+        return url
 
 
 class SwitchRequest(BaseModel):
@@ -94,9 +101,10 @@ def _url(url: AnyHttpUrl | None) -> str | None:
     return str(url).rstrip("/") if url is not None else None
 
 
-def _pipeline_client(edge_url: str, settings: GatewaySettings) -> httpx.AsyncClient:
-    timeout = httpx.Timeout(settings.request_timeout_s, connect=settings.connect_timeout_s)
-    return httpx.AsyncClient(base_url=edge_url, timeout=timeout)
+def _pipeline_client(edge_url: str, settings: GatewaySettings) -> PeerClient:
+    return PeerClient(
+        edge_url, timeout=settings.request_timeout_s, connect_timeout=settings.connect_timeout_s
+    )
 
 
 async def check_ready(client: httpx.AsyncClient, urls: list[str | None], timeout: float) -> None:

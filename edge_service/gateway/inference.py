@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 
-import httpx
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -36,6 +35,7 @@ from neukonfig.errors import (
 )
 from neukonfig.manifest import Manifest, TensorSpec
 from neukonfig.metrics import Metrics, Stage
+from neukonfig.peer_client import PeerResponse
 from neukonfig.protocol import (
     CLOUD_SECONDS_HEADER,
     EDGE_SECONDS_HEADER,
@@ -45,6 +45,7 @@ from neukonfig.protocol import (
 from neukonfig.service import read_body
 
 MODEL_VERSION = "1"
+_FRAME_HEADERS = {"content-type": wire.CONTENT_TYPE}
 _STAGE_HEADERS = {
     Stage.EDGE_COMPUTE: EDGE_SECONDS_HEADER,
     Stage.TRANSFER: TRANSFER_SECONDS_HEADER,
@@ -163,21 +164,19 @@ async def _forward(
         raise UpstreamError(f"pipeline {pipeline.id} sent a malformed answer: {error}") from error
 
 
-async def _post(pipeline: Pipeline, frame: bytes) -> httpx.Response:
+async def _post(pipeline: Pipeline, frame: bytes) -> PeerResponse:
     try:
-        response = await pipeline.client.post(
-            INFER_PATH, content=frame, headers={"content-type": wire.CONTENT_TYPE}
-        )
-    except httpx.TimeoutException as error:
-        raise UpstreamTimeoutError(f"pipeline {pipeline.id} timed out ({error!r})") from error
-    except httpx.HTTPError as error:
-        raise UpstreamError(f"pipeline {pipeline.id} unreachable ({error!r})") from error
+        response = await pipeline.client.post(INFER_PATH, content=frame, headers=_FRAME_HEADERS)
+    except UpstreamTimeoutError as error:
+        raise UpstreamTimeoutError(f"pipeline {pipeline.id} timed out ({error.message})") from error
+    except UpstreamError as error:
+        raise UpstreamError(f"pipeline {pipeline.id} unreachable ({error.message})") from error
     if response.status_code != 200:
         raise UpstreamError(f"pipeline {pipeline.id} failed: {_error_text(response)}")
     return response
 
 
-def _error_text(response: httpx.Response) -> str:
+def _error_text(response: PeerResponse) -> str:
     try:
         return f"{response.status_code} {response.json()['error']}"
     except (ValueError, KeyError, TypeError):

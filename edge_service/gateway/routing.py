@@ -16,10 +16,9 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-import httpx
-
 from neukonfig.errors import ConflictError, NeukonfigError, NotReadyError
 from neukonfig.metrics import Metrics
+from neukonfig.peer_client import PeerClient
 
 PAUSE_STRATEGY = "pause_resume"
 
@@ -49,7 +48,7 @@ class Pipeline:
     cut: int
     edge_url: str
     cloud_url: str | None
-    client: httpx.AsyncClient
+    client: PeerClient
     state: PipelineState = PipelineState.STANDBY
     in_flight: int = 0
     served: int = 0

@@ -1,0 +1,14 @@
+"""``python -m controller``: run the controller against a gateway (settings from env)."""
+
+from __future__ import annotations
+
+import logging
+
+from controller.app import create_app
+from controller.assemble import build_controller
+from controller.settings import get_settings
+from neukonfig.service import run_uvicorn, settings_or_exit
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+settings = settings_or_exit(get_settings)
+run_uvicorn(create_app(build_controller(settings)), host=settings.host, port=settings.port)

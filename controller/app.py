@@ -1,0 +1,63 @@
+"""The controller's HTTP surface: read-only state and history, metrics, and a manual
+switch that needs the admin token. The control loop runs in the app's lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import Depends, FastAPI
+from pydantic import BaseModel, ConfigDict, Field
+
+from controller.core import Controller
+from controller.settings import StrategyName
+from neukonfig.errors import CutNotFoundError
+from neukonfig.service import add_metrics_route, bearer_token_check, install_error_handlers
+
+
+class ManualSwitch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cut: int = Field(ge=0)
+    strategy: StrategyName | None = None
+
+
+def create_app(controller: Controller) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await controller.start()
+        loop = asyncio.create_task(controller.run(), name="control-loop")
+        yield
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+        await controller.shutdown()
+
+    app = FastAPI(title="neukonfig controller", lifespan=lifespan)
+    install_error_handlers(app)
+    add_metrics_route(app, controller.metrics)
+    token = controller.settings.token
+    require_token = Depends(bearer_token_check(lambda: token))
+
+    @app.get("/health/live")
+    def live() -> dict[str, bool]:
+        return {"live": True}
+
+    @app.get("/v1/state")
+    def state() -> dict[str, object]:
+        return controller.state()
+
+    @app.get("/v1/history")
+    def history() -> dict[str, object]:
+        return {"switches": [record.as_dict() for record in controller.history]}
+
+    @app.post("/v1/switch", dependencies=[require_token])
+    async def switch(body: ManualSwitch) -> dict[str, object]:
+        if body.cut not in controller.planner.indices:
+            known = list(controller.planner.indices)
+            raise CutNotFoundError(f"cut {body.cut} is not in the partition directory: {known}")
+        record = await controller.switch_to(body.cut, strategy=body.strategy, reason="manual")
+        return record.as_dict()
+
+    return app

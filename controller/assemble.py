@@ -1,0 +1,40 @@
+"""Build a Controller from settings: backend by name, planner from profiles, clients."""
+
+from __future__ import annotations
+
+from controller.backends.base import Backend
+from controller.backends.process import ProcessBackend
+from controller.core import Controller
+from controller.gateway_client import GatewayClient
+from controller.pipelines import DirectLink, Link, PipelineLauncher
+from controller.settings import ControllerSettings
+from models.planner import load_planner
+from neukonfig.errors import UnsupportedModelError
+from neukonfig.manifest import read_manifest
+
+
+def make_backend(settings: ControllerSettings) -> Backend:
+    if settings.backend == "process":
+        return ProcessBackend(state_dir=settings.state_dir)
+    raise UnsupportedModelError(f"unknown backend {settings.backend!r}; available: process")
+
+
+def build_controller(settings: ControllerSettings, *, link: Link | None = None) -> Controller:
+    manifest = read_manifest(settings.partition_dir)
+    planner = load_planner(
+        settings.partition_dir,
+        edge_profile=settings.edge_profile,
+        cloud_profile=settings.cloud_profile,
+    )
+    launcher = PipelineLauncher(
+        backend=make_backend(settings),
+        link=link or DirectLink(),
+        partition_dir=settings.partition_dir,
+        model=settings.model_name,
+        last_cut=manifest.num_cuts - 1,
+        edge_threads=settings.edge_threads,
+        cloud_threads=settings.cloud_threads,
+        start_timeout_s=settings.start_timeout_s,
+    )
+    gateway = GatewayClient(settings.gateway_url, token=settings.token)
+    return Controller(settings, launcher=launcher, planner=planner, gateway=gateway)

@@ -1,0 +1,76 @@
+"""The one small interface every runtime backend implements (process, docker, kubernetes).
+
+Contract:
+- ``start(spec)`` returns at once with a handle; the service may not be ready yet.
+- ``wait_ready(handle, timeout=)`` returns when the service's readiness check passes,
+  and raises ``ServiceStartError`` (with the service's last log lines) if it exits or
+  the timeout passes. A failed start must be followed by ``stop``.
+- ``stop(handle)`` is idempotent and leaves nothing behind.
+- ``discover()`` lists the services this backend started, including those started by
+  an earlier controller process, so a restarted controller can adopt them.
+- ``memory_bytes(handle)`` is the service's resident memory, for memory budgets.
+Services carry labels (model, cut, role, pipeline) so they can be found again.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from dataclasses import dataclass, field
+
+from controller.backends.local import ServiceKind, ServiceStartError
+
+__all__ = [
+    "Backend",
+    "ServiceHandle",
+    "ServiceKind",
+    "ServiceSpec",
+    "ServiceStartError",
+    "ServiceState",
+]
+
+
+class ServiceState(str, enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    kind: ServiceKind
+    name: str  # unique identity, e.g. "mobilenetv2-cut12-3fa9c0de-edge"
+    settings: dict[str, str]  # service settings without the NEUKONFIG_<KIND>_ prefix
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ServiceHandle:
+    spec: ServiceSpec
+    url: str
+    backend_id: str  # pid, container id or deployment name
+    state: ServiceState = ServiceState.STARTING
+
+
+class Backend(abc.ABC):
+    name: str
+
+    @abc.abstractmethod
+    async def start(self, spec: ServiceSpec) -> ServiceHandle: ...
+
+    @abc.abstractmethod
+    async def wait_ready(self, handle: ServiceHandle, *, timeout: float) -> None: ...
+
+    @abc.abstractmethod
+    async def stop(self, handle: ServiceHandle) -> None: ...
+
+    @abc.abstractmethod
+    async def discover(self) -> list[ServiceHandle]: ...
+
+    @abc.abstractmethod
+    async def memory_bytes(self, handle: ServiceHandle) -> int | None: ...
+
+    async def close(self) -> None:
+        """Release the backend's own resources; services keep running."""
+        return None

@@ -1,0 +1,156 @@
+"""The ``process`` backend: partition services as local uvicorn processes.
+
+The default and the embedded one. Each service it starts is recorded in a state
+directory (one JSON file: pid, process start time, url, spec), so a restarted
+controller finds exactly the processes this backend started, and never a stranger
+that reused a pid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+from controller.backends.base import (
+    Backend,
+    ServiceHandle,
+    ServiceSpec,
+    ServiceStartError,
+    ServiceState,
+)
+from controller.backends.local import LocalService, ServiceKind
+
+POLL_S = 0.05
+
+
+class ProcessBackend(Backend):
+    name = "process"
+
+    def __init__(self, *, state_dir: Path, host: str = "127.0.0.1") -> None:
+        self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.host = host
+        self._services: dict[str, LocalService] = {}
+        self._http = httpx.AsyncClient(timeout=2.0)
+
+    async def start(self, spec: ServiceSpec) -> ServiceHandle:
+        log = self.state_dir / f"{spec.name}.log"
+        service = LocalService(spec.kind, dict(spec.settings), log, host=self.host)
+        await asyncio.to_thread(service.start)
+        assert service.process is not None
+        self._services[spec.name] = service
+        handle = ServiceHandle(spec, service.url, str(service.process.pid))
+        self._record(handle)
+        return handle
+
+    async def wait_ready(self, handle: ServiceHandle, *, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        path = handle.spec.kind.ready_path
+        while time.monotonic() < deadline:
+            if not self._alive(handle):
+                handle.state = ServiceState.FAILED
+                raise ServiceStartError(f"{handle.spec.name} exited:\n{self._log_tail(handle)}")
+            try:
+                if (await self._http.get(handle.url + path)).status_code == 200:
+                    handle.state = ServiceState.READY
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(POLL_S)
+        handle.state = ServiceState.FAILED
+        raise ServiceStartError(
+            f"{handle.spec.name} not ready after {timeout:g} s:\n{self._log_tail(handle)}"
+        )
+
+    async def stop(self, handle: ServiceHandle) -> None:
+        service = self._services.pop(handle.spec.name, None)
+        if service is not None:
+            await asyncio.to_thread(service.stop)
+        else:
+            await asyncio.to_thread(self._stop_adopted, handle)
+        handle.state = ServiceState.STOPPED
+        self._record_path(handle.spec.name).unlink(missing_ok=True)
+
+    async def discover(self) -> list[ServiceHandle]:
+        found = []
+        for path in sorted(self.state_dir.glob("*.json")):
+            handle = self._read_record(path)
+            if handle is None:
+                path.unlink(missing_ok=True)
+                continue
+            handle.state = ServiceState.READY
+            found.append(handle)
+        return found
+
+    async def memory_bytes(self, handle: ServiceHandle) -> int | None:
+        process = self._process(handle)
+        return process.memory_info().rss if process is not None else None
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    def _record(self, handle: ServiceHandle) -> None:
+        process = psutil.Process(int(handle.backend_id))
+        record = {
+            "pid": process.pid,
+            "create_time": process.create_time(),
+            "url": handle.url,
+            "kind": handle.spec.kind.value,
+            "name": handle.spec.name,
+            "settings": handle.spec.settings,
+            "labels": handle.spec.labels,
+        }
+        self._record_path(handle.spec.name).write_text(json.dumps(record, indent=2))
+
+    def _record_path(self, name: str) -> Path:
+        return self.state_dir / f"{name}.json"
+
+    def _read_record(self, path: Path) -> ServiceHandle | None:
+        """A handle for a recorded process, or None if that process is gone."""
+        try:
+            record = json.loads(path.read_text())
+            process = psutil.Process(record["pid"])
+            if abs(process.create_time() - record["create_time"]) > 0.01:
+                return None  # the pid now belongs to someone else
+        except (OSError, ValueError, KeyError, psutil.Error):
+            return None
+        spec = ServiceSpec(
+            ServiceKind(record["kind"]), record["name"], record["settings"], record["labels"]
+        )
+        return ServiceHandle(spec, record["url"], str(record["pid"]))
+
+    def _process(self, handle: ServiceHandle) -> psutil.Process | None:
+        recorded = self._read_record(self._record_path(handle.spec.name))
+        if recorded is None:
+            return None
+        try:
+            return psutil.Process(int(recorded.backend_id))
+        except psutil.Error:
+            return None
+
+    def _alive(self, handle: ServiceHandle) -> bool:
+        service = self._services.get(handle.spec.name)
+        if service is not None:
+            return service.alive()
+        return self._process(handle) is not None
+
+    def _stop_adopted(self, handle: ServiceHandle) -> None:
+        process = self._process(handle)
+        if process is None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except psutil.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+    def _log_tail(self, handle: ServiceHandle) -> str:
+        log = self.state_dir / f"{handle.spec.name}.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        return "\n".join(text.splitlines()[-20:])

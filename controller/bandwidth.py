@@ -1,0 +1,119 @@
+"""Estimate the edge-to-cloud bandwidth from real traffic, and from probes when idle.
+
+Passive samples are the edge partition's transfer records: bytes of the cut tensor
+and the time it took, minus the cloud's compute time. Active samples are probes of
+a known size to the cloud's probe endpoint, sent only when traffic is too thin.
+
+The estimate is bytes over time within a sliding window (a byte-weighted mean, so
+tiny transfers that are mostly round-trip time weigh little), smoothed across
+updates. A real step change (the window disagreeing with the smoothed value by more
+than ``step_ratio``) replaces the smoothed value at once, so the estimate follows a
+step within about one window, while noise within the ratio is averaged away.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass
+
+# A transfer counts as at least this long: guards against division by ~0 when a
+# tiny tensor fits in the link's burst.
+MIN_SECONDS = 1e-5
+
+
+class Source(str, enum.Enum):
+    PASSIVE = "passive"
+    ACTIVE = "active"
+
+
+@dataclass(frozen=True)
+class Sample:
+    at_s: float  # monotonic time the transfer finished
+    bytes: int
+    seconds: float
+    source: Source = Source.PASSIVE
+
+
+@dataclass(frozen=True)
+class Estimate:
+    bits_per_second: float | None
+    samples_in_window: int
+    source: Source | None
+
+
+class BandwidthEstimator:
+    def __init__(
+        self,
+        *,
+        window_s: float = 1.0,
+        smoothing: float = 0.3,
+        step_ratio: float = 1.5,
+        min_window_bytes: int = 16 * 1024,
+        rtt_s: float = 0.0,
+    ) -> None:
+        if not 0 < smoothing <= 1:
+            raise ValueError("smoothing must be in (0, 1]")
+        self.window_s = window_s
+        self.smoothing = smoothing
+        self.step_ratio = step_ratio
+        self.min_window_bytes = min_window_bytes
+        self.rtt_s = rtt_s  # subtracted from each sample: the link's fixed latency
+        self._samples: deque[Sample] = deque()
+        self._smoothed: float | None = None
+        self._source: Source | None = None
+
+    def add(self, sample: Sample) -> None:
+        if sample.bytes > 0 and sample.seconds >= 0:
+            self._samples.append(sample)
+
+    def needs_probe(self, now_s: float) -> bool:
+        """True when real traffic in the window is too thin to estimate from."""
+        self._expire(now_s)
+        passive = sum(s.bytes for s in self._samples if s.source is Source.PASSIVE)
+        return passive < self.min_window_bytes
+
+    def update(self, now_s: float) -> Estimate:
+        """Fold the current window into the estimate; call once per control tick."""
+        self._expire(now_s)
+        window = self._window_rate()
+        if window is not None:
+            self._smoothed = self._blend(window)
+            self._source = self._window_source()
+        return Estimate(self._smoothed, len(self._samples), self._source)
+
+    @property
+    def current(self) -> float | None:
+        return self._smoothed
+
+    def _blend(self, window: float) -> float:
+        previous = self._smoothed
+        if previous is None:
+            return window
+        ratio = max(window, previous) / min(window, previous)
+        if ratio > self.step_ratio:
+            return window  # a step, not noise: follow it now
+        return previous + self.smoothing * (window - previous)
+
+    def _window_rate(self) -> float | None:
+        samples = self._preferred_samples()
+        if not samples:
+            return None
+        total_bytes = sum(s.bytes for s in samples)
+        total_seconds = sum(max(s.seconds - self.rtt_s, MIN_SECONDS) for s in samples)
+        return total_bytes * 8 / total_seconds
+
+    def _preferred_samples(self) -> list[Sample]:
+        """Real traffic when there is enough of it; probes fill in when there is not."""
+        passive = [s for s in self._samples if s.source is Source.PASSIVE]
+        if sum(s.bytes for s in passive) >= self.min_window_bytes:
+            return passive
+        return list(self._samples)
+
+    def _window_source(self) -> Source:
+        sources = {s.source for s in self._preferred_samples()}
+        return Source.PASSIVE if sources == {Source.PASSIVE} else Source.ACTIVE
+
+    def _expire(self, now_s: float) -> None:
+        while self._samples and self._samples[0].at_s < now_s - self.window_s:
+            self._samples.popleft()

@@ -1,0 +1,328 @@
+"""The controller: owns the pipeline table, measures bandwidth, decides, and switches.
+
+It is the only writer of routing: every change goes through the gateway's admin API,
+one switch at a time (``_switch_lock``). If the controller dies the gateway keeps
+serving its current pipeline; a restarted controller rebuilds its table from the
+gateway's routing and the backend's records (``adopt``) instead of starting anew.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+
+import httpx
+
+from controller.bandwidth import BandwidthEstimator, Sample, Source
+from controller.gateway_client import GatewayClient, SwitchOutcome
+from controller.pipelines import (
+    ManagedPipeline,
+    PipelineLauncher,
+    PipelineState,
+    orphan_services,
+    pipelines_from_services,
+)
+from controller.settings import ControllerSettings, StrategyName
+from controller.standby import likely_cuts
+from controller.strategies import STRATEGIES, Outcome, SwitchRecord
+from models.planner import Planner
+from models.switch_policy import Decision, SwitchPolicy, SwitchRule
+from neukonfig.errors import NeukonfigError
+from neukonfig.metrics import Metrics
+from neukonfig.protocol import PROBE_PATH, TRANSFERS_PATH
+from neukonfig.units import parse_bandwidth, parse_duration
+
+log = logging.getLogger("neukonfig.controller")
+HISTORY_SIZE = 1000
+PROBE_TARGET_S = 0.02
+MAX_PROBE_BYTES = 1 << 20
+
+
+class Controller:
+    def __init__(
+        self,
+        settings: ControllerSettings,
+        *,
+        launcher: PipelineLauncher,
+        planner: Planner,
+        gateway: GatewayClient,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.launcher = launcher
+        self.planner = planner
+        self.gateway = gateway
+        self.metrics = metrics or Metrics(service="controller")
+        self.rtt_s = parse_duration(settings.rtt)
+        self.estimator = BandwidthEstimator(rtt_s=self.rtt_s)
+        rule = SwitchRule(
+            min_gain_s=settings.min_gain_s,
+            min_gain_fraction=settings.min_gain_fraction,
+            dwell_s=settings.dwell_s,
+        )
+        self.policy = SwitchPolicy(planner, rule=rule)
+        self.pipelines: dict[str, ManagedPipeline] = {}
+        self.active: ManagedPipeline | None = None
+        self.history: deque[SwitchRecord] = deque(maxlen=HISTORY_SIZE)
+        self.last_decision: str | None = None
+        self._switch_lock = asyncio.Lock()
+        self._transfer_seq: dict[str, int] = {}
+        self._last_probe_s = float("-inf")
+        self._http = httpx.AsyncClient(timeout=10.0)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Adopt what is already running, or bring up the planned initial pipeline."""
+        await self.adopt()
+        if self.active is None:
+            initial = self.planner.best(
+                parse_bandwidth(self.settings.initial_bandwidth), self.rtt_s
+            )
+            log.info("starting the initial pipeline at cut %d", initial.cut)
+            pipeline = self.standby_for(initial.cut) or await self.launch(initial.cut)
+            await self.activate(pipeline, "initial")
+        if self.settings.strategy is StrategyName.SWITCH_STANDBY:
+            await self.refresh_standby()
+
+    async def adopt(self) -> None:
+        routing = await self.gateway.routing()
+        handles = await self.launcher.backend.discover()
+        found = pipelines_from_services(handles)
+        registered = {p.id for p in routing.pipelines}
+        strays = orphan_services(handles, found)
+        strays += [
+            service
+            for pipeline_id, pipeline in found.items()
+            if pipeline_id not in registered
+            for service in (pipeline.edge, pipeline.cloud)
+            if service is not None
+        ]
+        for service in strays:  # a start cut short by a crash: roll it back
+            log.warning("stopping stray service %s", service.spec.name)
+            await self.launcher.backend.stop(service)
+        self.pipelines = {pid: p for pid, p in found.items() if pid in registered}
+        self.active = self.pipelines.get(routing.active) if routing.active else None
+        if self.active is not None:
+            self.active.state = PipelineState.ACTIVE
+            self.metrics.current_cut.labels(self.settings.model_name).set(self.active.cut)
+        if self.pipelines:
+            log.info("adopted %d pipelines; active %s", len(self.pipelines), routing.active)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except NeukonfigError as error:
+                log.warning("control tick failed: %s", error)
+            await asyncio.sleep(self.settings.tick_s)
+
+    async def shutdown(self) -> None:
+        if self.settings.stop_services_on_exit:
+            for pipeline in list(self.pipelines.values()):
+                with contextlib.suppress(NeukonfigError):
+                    await self.launcher.stop(pipeline)
+            self.pipelines.clear()
+        await self._http.aclose()
+        await self.gateway.aclose()
+
+    # -- the control loop ------------------------------------------------------------
+
+    async def tick(self) -> None:
+        now = time.monotonic()
+        await self._collect_transfers(now)
+        if self.estimator.needs_probe(now) and now - self._last_probe_s >= self.estimator.window_s:
+            self._last_probe_s = now
+            await self._probe()
+        estimate = self.estimator.update(time.monotonic())
+        if estimate.bits_per_second is None or self.active is None:
+            return
+        self.metrics.bandwidth.set(estimate.bits_per_second)
+        if not self.settings.auto or self._switch_lock.locked():
+            return
+        decision = self.policy.decide(
+            current_cut=self.active.cut,
+            bandwidth_bps=estimate.bits_per_second,
+            now_s=now,
+            rtt_s=self.rtt_s,
+            switch_cost_s=self._switch_cost(
+                self.planner.best(estimate.bits_per_second, self.rtt_s).cut
+            ),
+        )
+        self.last_decision = f"{decision.decision.value}: {decision.detail}"
+        if decision.decision is Decision.SWITCH:
+            await self.switch_to(decision.best_cut, reason=decision.detail)
+
+    def _switch_cost(self, cut: int) -> float:
+        if self.settings.strategy is StrategyName.SWITCH_STANDBY and self.standby_for(cut):
+            return 0.0
+        return self.planner.load_s(cut)
+
+    async def _collect_transfers(self, now: float) -> None:
+        if self.active is None or self.active.cloud is None:
+            return
+        pipeline = self.active
+        after = self._transfer_seq.get(pipeline.id, 0)
+        try:
+            response = await self._http.get(
+                f"{pipeline.edge.url}{TRANSFERS_PATH}", params={"after": after}
+            )
+            transfers = response.json()["transfers"]
+        except (httpx.HTTPError, ValueError, KeyError):
+            return
+        wall = time.time()
+        for record in transfers:
+            at = now - max(wall - record["unix_time"], 0.0)
+            self.estimator.add(Sample(at, record["bytes"], record["seconds"]))
+            self._transfer_seq[pipeline.id] = max(after, record["seq"])
+
+    async def _probe(self) -> None:
+        """Send probe bytes across the link to some cloud partition, when traffic is thin."""
+        target = next(
+            (
+                p.cloud_url_for_edge
+                for p in [self.active, *self.pipelines.values()]
+                if p and p.cloud_url_for_edge
+            ),
+            None,
+        )
+        if target is None:
+            return
+        size = self._probe_size()
+        started = time.perf_counter()
+        try:
+            response = await self._http.post(target + PROBE_PATH, content=b"\0" * size)
+        except httpx.HTTPError:
+            return
+        if response.status_code == 200:
+            elapsed = time.perf_counter() - started
+            self.estimator.add(Sample(time.monotonic(), size, elapsed, Source.ACTIVE))
+
+    def _probe_size(self) -> int:
+        """About PROBE_TARGET_S of traffic at the current estimate: long enough to outlast
+        the link's burst allowance (a probe inside the burst measures line rate), short
+        enough not to crowd out requests."""
+        estimate = self.estimator.current
+        if estimate is None:
+            return self.settings.probe_bytes
+        wanted = max(estimate * PROBE_TARGET_S / 8, self.settings.probe_bytes)
+        return int(min(wanted, MAX_PROBE_BYTES))
+
+    # -- switching -------------------------------------------------------------------
+
+    async def switch_to(
+        self, cut: int, *, strategy: StrategyName | None = None, reason: str = "manual"
+    ) -> SwitchRecord:
+        strategy = strategy or self.settings.strategy
+        async with self._switch_lock:
+            record = SwitchRecord(
+                strategy=strategy.value,
+                from_cut=self.active.cut if self.active else None,
+                to_cut=cut,
+                reason=reason,
+                trigger_unix=time.time(),
+            )
+            try:
+                await STRATEGIES[strategy](self, cut, record)
+            except NeukonfigError as error:
+                record.outcome, record.error = Outcome.ABANDONED, error.message
+                log.error("switch to cut %d abandoned: %s", cut, error.message)
+            self.policy.reset()
+            self.history.append(record)
+            return record
+
+    async def launch(self, cut: int) -> ManagedPipeline:
+        """Start a pipeline for ``cut`` and register it with the gateway (not yet active)."""
+        pipeline = await self.launcher.start(cut)
+        try:
+            await self.gateway.register(
+                pipeline_id=pipeline.id,
+                cut=cut,
+                edge_url=pipeline.edge.url,
+                cloud_url=pipeline.cloud.url if pipeline.cloud else None,
+            )
+        except BaseException:
+            await self.launcher.stop(pipeline)
+            raise
+        pipeline.state = PipelineState.STANDBY
+        self.pipelines[pipeline.id] = pipeline
+        return pipeline
+
+    async def activate(self, pipeline: ManagedPipeline, strategy: str) -> SwitchOutcome:
+        outcome = await self.gateway.switch(pipeline.id, strategy=strategy)
+        if self.active is not None and self.active is not pipeline:
+            self.active.state = PipelineState.STANDBY
+        pipeline.state = PipelineState.ACTIVE
+        self.active = pipeline
+        self.metrics.current_cut.labels(self.settings.model_name).set(pipeline.cut)
+        self.metrics.switches.labels(strategy).inc()
+        return outcome
+
+    async def retire(self, pipeline: ManagedPipeline) -> None:
+        """Drain at the gateway (bounded), then stop its services."""
+        if pipeline is self.active:
+            self.active = None
+        with contextlib.suppress(NeukonfigError):  # already gone from the gateway is fine
+            await self.gateway.retire(pipeline.id, drain_timeout_s=self.settings.drain_timeout_s)
+        await self.launcher.stop(pipeline)
+        self.pipelines.pop(pipeline.id, None)
+
+    def standby_for(self, cut: int) -> ManagedPipeline | None:
+        return next(
+            (
+                p
+                for p in self.pipelines.values()
+                if p.cut == cut and p.state is PipelineState.STANDBY
+            ),
+            None,
+        )
+
+    async def refresh_standby(self) -> None:
+        """Keep warm the cuts the bandwidth would most likely move to, within the budget."""
+        if self.active is None:
+            return
+        bandwidth = self.estimator.current or parse_bandwidth(self.settings.initial_bandwidth)
+        wanted = likely_cuts(
+            self.planner,
+            bandwidth_bps=bandwidth,
+            rtt_s=self.rtt_s,
+            current=self.active.cut,
+            count=self.settings.max_standby,
+        )
+        for pipeline in [p for p in self.pipelines.values() if p.state is PipelineState.STANDBY]:
+            if pipeline.cut not in wanted:
+                await self.retire(pipeline)
+        for cut in wanted:
+            if self.standby_for(cut) is None and await self._fits_budget():
+                with contextlib.suppress(NeukonfigError):
+                    await self.launch(cut)
+
+    async def _fits_budget(self) -> bool:
+        budget = self.settings.edge_memory_budget_mb
+        if budget is None:
+            return True
+        used = await self.edge_memory_bytes()
+        per_pipeline = used / max(len(self.pipelines), 1)
+        return used + per_pipeline <= budget * 2**20
+
+    async def edge_memory_bytes(self) -> int:
+        backend = self.launcher.backend
+        sizes = [await backend.memory_bytes(p.edge) for p in self.pipelines.values()]
+        return sum(size or 0 for size in sizes)
+
+    # -- what the read-only API shows ----------------------------------------------------
+
+    def state(self) -> dict[str, object]:
+        return {
+            "model": self.settings.model_name,
+            "strategy": self.settings.strategy.value,
+            "current_cut": self.active.cut if self.active else None,
+            "active": self.active.id if self.active else None,
+            "bandwidth_bps": self.estimator.current,
+            "last_decision": self.last_decision,
+            "switching": self._switch_lock.locked(),
+            "pipelines": [p.describe() for p in self.pipelines.values()],
+        }

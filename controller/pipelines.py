@@ -1,0 +1,165 @@
+"""Start and stop whole pipelines (a cloud partition plus an edge partition for one cut)."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from controller.backends.base import Backend, ServiceHandle, ServiceKind, ServiceSpec
+
+
+class Link(Protocol):
+    """How the edge reaches the cloud: ``route`` maps a cloud URL to the edge's view of it."""
+
+    def route(self, url: str) -> str: ...
+
+    def unroute(self, url: str) -> None: ...
+
+
+class DirectLink:
+    """The edge talks to the cloud directly (real two-host deployments)."""
+
+    def route(self, url: str) -> str:
+        return url
+
+    def unroute(self, url: str) -> None:
+        return None
+
+
+class PipelineState(str, enum.Enum):
+    STARTING = "starting"
+    STANDBY = "standby"
+    ACTIVE = "active"
+    STOPPING = "stopping"
+
+
+@dataclass
+class ManagedPipeline:
+    id: str
+    cut: int
+    edge: ServiceHandle
+    cloud: ServiceHandle | None
+    cloud_url_for_edge: str | None
+    state: PipelineState = PipelineState.STARTING
+    adopted: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "cut": self.cut,
+            "state": self.state.value,
+            "edge_url": self.edge.url,
+            "cloud_url": self.cloud.url if self.cloud else None,
+            "adopted": self.adopted,
+        }
+
+
+@dataclass
+class PipelineLauncher:
+    backend: Backend
+    link: Link
+    partition_dir: Path
+    model: str
+    last_cut: int
+    edge_threads: int | None
+    cloud_threads: int | None
+    start_timeout_s: float
+
+    async def start(self, cut: int) -> ManagedPipeline:
+        """Start both partitions at once and wait for both; on any failure stop both."""
+        pipeline_id = f"{self.model}-cut{cut}-{uuid.uuid4().hex[:8]}"
+        labels = {
+            "neukonfig.pipeline": pipeline_id,
+            "neukonfig.cut": str(cut),
+            "neukonfig.model": self.model,
+        }
+        cloud = edge = None
+        try:
+            if cut != self.last_cut:
+                cloud = await self.backend.start(
+                    self._spec(ServiceKind.CLOUD_PARTITION, pipeline_id, cut, labels)
+                )
+            cloud_for_edge = await asyncio.to_thread(self.link.route, cloud.url) if cloud else None
+            edge = await self.backend.start(
+                self._spec(
+                    ServiceKind.EDGE_PARTITION, pipeline_id, cut, labels, cloud_url=cloud_for_edge
+                )
+            )
+            started = [s for s in (cloud, edge) if s is not None]
+            await asyncio.gather(
+                *(self.backend.wait_ready(s, timeout=self.start_timeout_s) for s in started)
+            )
+        except BaseException:
+            await self._stop_services([s for s in (edge, cloud) if s is not None])
+            raise
+        return ManagedPipeline(pipeline_id, cut, edge, cloud, cloud_for_edge, labels=labels)
+
+    async def stop(self, pipeline: ManagedPipeline) -> None:
+        pipeline.state = PipelineState.STOPPING
+        await self._stop_services([s for s in (pipeline.edge, pipeline.cloud) if s is not None])
+
+    async def _stop_services(self, services: list[ServiceHandle]) -> None:
+        for service in services:
+            await self.backend.stop(service)
+            if service.spec.kind is ServiceKind.CLOUD_PARTITION:
+                await asyncio.to_thread(self.link.unroute, service.url)
+
+    def _spec(
+        self,
+        kind: ServiceKind,
+        pipeline_id: str,
+        cut: int,
+        labels: dict[str, str],
+        *,
+        cloud_url: str | None = None,
+    ) -> ServiceSpec:
+        threads = self.edge_threads if kind is ServiceKind.EDGE_PARTITION else self.cloud_threads
+        settings = {"partition_dir": str(self.partition_dir), "cut": str(cut)}
+        if threads:
+            settings["threads"] = str(threads)
+        if cloud_url:
+            settings["cloud_url"] = cloud_url
+        role = "edge" if kind is ServiceKind.EDGE_PARTITION else "cloud"
+        return ServiceSpec(
+            kind, f"{pipeline_id}-{role}", settings, {**labels, "neukonfig.role": role}
+        )
+
+
+def pipelines_from_services(handles: list[ServiceHandle]) -> dict[str, ManagedPipeline]:
+    """Group discovered services back into pipelines by their labels (after a restart)."""
+    grouped: dict[str, dict[str, ServiceHandle]] = {}
+    for handle in handles:
+        pipeline_id = handle.spec.labels.get("neukonfig.pipeline")
+        role = handle.spec.labels.get("neukonfig.role")
+        if pipeline_id and role:
+            grouped.setdefault(pipeline_id, {})[role] = handle
+    pipelines = {}
+    for pipeline_id, roles in grouped.items():
+        edge = roles.get("edge")
+        if edge is None:
+            continue
+        cloud = roles.get("cloud")
+        pipelines[pipeline_id] = ManagedPipeline(
+            pipeline_id,
+            int(edge.spec.labels["neukonfig.cut"]),
+            edge,
+            cloud,
+            edge.spec.settings.get("cloud_url"),
+            state=PipelineState.STANDBY,
+            adopted=True,
+            labels={k: v for k, v in edge.spec.labels.items() if k != "neukonfig.role"},
+        )
+    return pipelines
+
+
+def orphan_services(
+    handles: list[ServiceHandle], pipelines: dict[str, ManagedPipeline]
+) -> list[ServiceHandle]:
+    """Discovered services that belong to no complete pipeline (a start that was cut short)."""
+    kept = {id(s) for p in pipelines.values() for s in (p.edge, p.cloud) if s is not None}
+    return [h for h in handles if id(h) not in kept]

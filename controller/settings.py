@@ -1,0 +1,79 @@
+"""Settings of the controller (env vars ``NEUKONFIG_CONTROLLER_*``)."""
+
+from __future__ import annotations
+
+import enum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class StrategyName(str, enum.Enum):
+    PAUSE_RESUME = "pause_resume"
+    SWITCH_ON_DEMAND = "switch_on_demand"
+    SWITCH_STANDBY = "switch_standby"
+
+
+class ControllerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NEUKONFIG_CONTROLLER_")
+
+    partition_dir: Path = Field(
+        description="Partition directory shared with the partition services"
+    )
+    model_name: str
+    gateway_url: str
+    admin_token: SecretStr | None = None
+    admin_token_file: Path | None = None
+    edge_profile: Path = Field(description="Profile JSON of the edge (heads)")
+    cloud_profile: Path = Field(description="Profile JSON of the cloud (tails)")
+    strategy: StrategyName = StrategyName.SWITCH_ON_DEMAND
+    backend: str = Field(default="process", description="process (docker, kubernetes later)")
+    state_dir: Path = Field(default=Path(".neukonfig/state"), description="Backend records, logs")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8300, ge=0, le=65535)
+
+    tick_s: float = Field(default=0.2, gt=0, description="Control loop period")
+    initial_bandwidth: str = Field(default="50mbit", description="Plan the first cut for this")
+    rtt: str = Field(default="0ms", description="Link round-trip time the planner assumes")
+    edge_threads: int = Field(default=1, ge=1, description="onnxruntime threads per edge partition")
+    cloud_threads: int | None = Field(default=None, ge=1)
+    start_timeout_s: float = Field(default=120.0, gt=0, description="Bound on a pipeline start")
+    drain_timeout_s: float = Field(default=30.0, ge=0)
+    probe_bytes: int = Field(default=16 * 1024, ge=1024, description="Smallest active probe")
+    max_standby: int = Field(default=1, ge=0, description="Standby pipelines kept (standby only)")
+    edge_memory_budget_mb: float | None = Field(
+        default=None, gt=0, description="Edge memory that standby pipelines may fill"
+    )
+    auto: bool = Field(default=True, description="Switch on bandwidth changes (else manual only)")
+    min_gain_s: float = Field(default=0.002, ge=0)
+    min_gain_fraction: float = Field(default=0.05, ge=0, lt=1)
+    dwell_s: float = Field(default=1.0, ge=0, description="How long an advantage must last")
+    stop_services_on_exit: bool = Field(
+        default=False, description="Stop every pipeline on exit (neukonfig up) or leave them"
+    )
+
+    @model_validator(mode="after")
+    def _token_is_set(self) -> ControllerSettings:
+        if self.admin_token is None and self.admin_token_file is not None:
+            try:
+                self.admin_token = SecretStr(self.admin_token_file.read_text().strip())
+            except OSError as error:
+                raise ValueError(f"cannot read admin_token_file: {error}") from error
+        if self.admin_token is None:
+            raise ValueError(
+                "the gateway's admin token is required: set NEUKONFIG_CONTROLLER_ADMIN_TOKEN "
+                "or NEUKONFIG_CONTROLLER_ADMIN_TOKEN_FILE"
+            )
+        return self
+
+    @property
+    def token(self) -> str:
+        assert self.admin_token is not None
+        return self.admin_token.get_secret_value()
+
+
+@lru_cache
+def get_settings() -> ControllerSettings:
+    return ControllerSettings()  # type: ignore[call-arg]  # filled from the environment

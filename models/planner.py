@@ -1,0 +1,245 @@
+"""The latency model: which cut serves one request fastest at a given bandwidth and RTT.
+
+For cut ``i`` at bandwidth ``B`` (bits/s) and round-trip time ``R`` (s):
+
+    latency_i = edge_i + serialization_i + R + 8 * frame_bytes_i / B + cloud_i
+
+``edge_i`` is the head's compute on the edge (0 for cut 0, whose edge forwards the
+input), ``cloud_i`` the tail's compute in the cloud, ``serialization_i`` the edge's
+wire encode plus the cloud's wire decode. The all-edge cut sends nothing: no transfer,
+no RTT, no serialization. The reply (the model's small output) is not modelled.
+
+Everything per-cut is precomputed into arrays once, so a plan is a few vectorised
+operations on ~100 numbers: the controller calls it on every bandwidth estimate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from neukonfig.errors import ProfileMismatchError
+from neukonfig.manifest import CutKind, CutSpec, Manifest, read_manifest
+from neukonfig.profiles import (
+    CutProfile,
+    Profile,
+    ProfileRole,
+    SideProfile,
+    TimingStats,
+    read_profile,
+)
+
+Statistic = Literal["median", "p90"]
+
+
+@dataclass(frozen=True)
+class LatencyBreakdown:
+    edge_s: float
+    serialization_s: float
+    rtt_s: float
+    transfer_s: float
+    cloud_s: float
+
+    @property
+    def total_s(self) -> float:
+        return self.edge_s + self.serialization_s + self.rtt_s + self.transfer_s + self.cloud_s
+
+
+@dataclass(frozen=True)
+class CutChoice:
+    """One cut's predicted latency at one bandwidth and RTT."""
+
+    cut: int
+    latency_s: float
+    breakdown: LatencyBreakdown
+
+
+class Planner:
+    """Predicts per-cut latency from per-cut costs; built once, queried many times."""
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        cuts: Sequence[CutSpec],
+        edge_s: Sequence[float],
+        cloud_s: Sequence[float],
+        serialization_s: Sequence[float],
+        frame_bytes: Sequence[int],
+        edge_load_s: Sequence[float] | None = None,
+        cloud_load_s: Sequence[float] | None = None,
+    ) -> None:
+        count = len(cuts)
+        if count == 0:
+            raise ValueError("a planner needs at least one cut")
+        columns = (edge_s, cloud_s, serialization_s, frame_bytes, edge_load_s, cloud_load_s)
+        if any(column is not None and len(column) != count for column in columns):
+            raise ValueError(f"every per-cut column must have {count} entries")
+        self.model = model
+        self.cuts: tuple[CutSpec, ...] = tuple(cuts)
+        self.indices: tuple[int, ...] = tuple(cut.index for cut in cuts)
+        self._position = {index: position for position, index in enumerate(self.indices)}
+        crosses = np.array([cut.kind is not CutKind.ALL_EDGE for cut in cuts])
+        self.edge_s = np.asarray(edge_s, dtype=np.float64)
+        self.cloud_s = np.asarray(cloud_s, dtype=np.float64)
+        self.serialization_s = np.where(crosses, np.asarray(serialization_s, np.float64), 0.0)
+        self.frame_bytes = np.where(crosses, np.asarray(frame_bytes, np.int64), 0)
+        self.edge_load_s = np.zeros(count) if edge_load_s is None else np.asarray(edge_load_s)
+        self.cloud_load_s = np.zeros(count) if cloud_load_s is None else np.asarray(cloud_load_s)
+        # latency = fixed + rtt * crosses + bits / bandwidth: three arrays, one plan.
+        self._fixed = self.edge_s + self.serialization_s + self.cloud_s
+        self._crosses = crosses.astype(np.float64)
+        self._bits = self.frame_bytes.astype(np.float64) * 8.0
+        self._columns = [
+            column.tolist()
+            for column in (self.edge_s, self.serialization_s, self._crosses, self._bits)
+        ]
+        self._cloud = self.cloud_s.tolist()
+
+    @classmethod
+    def from_profiles(
+        cls,
+        manifest: Manifest,
+        edge: Profile,
+        cloud: Profile,
+        *,
+        stat: Statistic = "median",
+        edge_label: str = "edge profile",
+        cloud_label: str = "cloud profile",
+    ) -> Planner:
+        """Combine the edge's head timings and the cloud's tail timings for every cut."""
+        edge_cuts = _profiled_cuts(edge, manifest, role="edge", label=edge_label)
+        cloud_cuts = _profiled_cuts(cloud, manifest, role="cloud", label=cloud_label)
+        pairs = list(zip(edge_cuts, cloud_cuts, strict=True))
+        return cls(
+            model=manifest.model.name,
+            cuts=manifest.cuts,
+            edge_s=[_compute(e.head, stat) for e in edge_cuts],
+            cloud_s=[_compute(c.tail, stat) for c in cloud_cuts],
+            serialization_s=[_timing(e.encode, stat) + _timing(c.decode, stat) for e, c in pairs],
+            frame_bytes=[e.frame_bytes for e in edge_cuts],
+            edge_load_s=[_load(e.head) for e in edge_cuts],
+            cloud_load_s=[_load(c.tail) for c in cloud_cuts],
+        )
+
+    def predict(self, bandwidth_bps: float, rtt_s: float = 0.0) -> np.ndarray:
+        """Predicted latency of every cut (seconds), in the order of ``indices``."""
+        _check_link(bandwidth_bps, rtt_s)
+        return self._fixed + self._crosses * rtt_s + self._bits / bandwidth_bps
+
+    def best(self, bandwidth_bps: float, rtt_s: float = 0.0) -> CutChoice:
+        """The fastest cut; on a tie, the lowest cut index."""
+        latencies = self.predict(bandwidth_bps, rtt_s)
+        position = int(latencies.argmin())
+        return self._choice(position, float(latencies[position]), bandwidth_bps, rtt_s)
+
+    def ranked(self, bandwidth_bps: float, rtt_s: float = 0.0) -> list[CutChoice]:
+        """Every cut, fastest first."""
+        latencies = self.predict(bandwidth_bps, rtt_s)
+        order = np.argsort(latencies, kind="stable")
+        return [self._choice(int(p), float(latencies[p]), bandwidth_bps, rtt_s) for p in order]
+
+    def latency_of(self, cut: int, bandwidth_bps: float, rtt_s: float = 0.0) -> float:
+        position = self.position(cut)
+        _check_link(bandwidth_bps, rtt_s)
+        edge, serial, crosses, bits = (column[position] for column in self._columns)
+        return edge + serial + crosses * rtt_s + bits / bandwidth_bps + self._cloud[position]
+
+    def lines(self, rtt_s: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """Latency is ``a + b / bandwidth`` per cut: returns (a in s, b in bits)."""
+        _check_link(1.0, rtt_s)
+        return self._fixed + self._crosses * rtt_s, self._bits.copy()
+
+    def load_s(self, cut: int) -> float:
+        """Cold load of both sides of ``cut``: what bringing its pipeline up costs."""
+        position = self.position(cut)
+        return float(self.edge_load_s[position] + self.cloud_load_s[position])
+
+    def position(self, cut: int) -> int:
+        try:
+            return self._position[cut]
+        except KeyError:
+            raise ValueError(f"cut {cut} is not planned (cuts: {self.indices})") from None
+
+    def _choice(
+        self, position: int, latency_s: float, bandwidth_bps: float, rtt_s: float
+    ) -> CutChoice:
+        edge, serial, crosses, bits = (column[position] for column in self._columns)
+        breakdown = LatencyBreakdown(
+            edge_s=edge,
+            serialization_s=serial,
+            rtt_s=crosses * rtt_s,
+            transfer_s=bits / bandwidth_bps,
+            cloud_s=self._cloud[position],
+        )
+        return CutChoice(cut=self.indices[position], latency_s=latency_s, breakdown=breakdown)
+
+
+def load_planner(
+    directory: str | Path,
+    *,
+    edge_profile: str | Path,
+    cloud_profile: str | Path,
+    stat: Statistic = "median",
+) -> Planner:
+    """The planner for a partition directory from the two profile files."""
+    return Planner.from_profiles(
+        read_manifest(Path(directory)),
+        read_profile(edge_profile),
+        read_profile(cloud_profile),
+        stat=stat,
+        edge_label=f"edge profile {edge_profile}",
+        cloud_label=f"cloud profile {cloud_profile}",
+    )
+
+
+def _check_link(bandwidth_bps: float, rtt_s: float) -> None:
+    # "not x > 0" also rejects NaN, which would otherwise make every cut look equal.
+    if not bandwidth_bps > 0:
+        raise ValueError(f"bandwidth must be a positive number of bits/s, got {bandwidth_bps}")
+    if not 0 <= rtt_s < float("inf"):
+        raise ValueError(f"rtt must be a finite number of seconds >= 0, got {rtt_s}")
+
+
+def _profiled_cuts(
+    profile: Profile, manifest: Manifest, *, role: ProfileRole, label: str
+) -> list[CutProfile]:
+    """The profile's entry for every cut of the manifest, or a clear refusal."""
+    if profile.model.sha256 != manifest.model.sha256:
+        raise ProfileMismatchError(
+            f"{label} was measured on model {profile.model.name} "
+            f"(sha256 {profile.model.sha256[:12]}), but the partition directory holds "
+            f"{manifest.model.name} (sha256 {manifest.model.sha256[:12]}); "
+            f"profile this directory again"
+        )
+    if role not in profile.roles:
+        raise ProfileMismatchError(
+            f"{label} has no {role} timings (it profiled {', '.join(profile.roles)}); "
+            f"run neukonfig profile --role {role}"
+        )
+    found = {cut.index: cut for cut in profile.cuts}
+    missing = [cut.index for cut in manifest.cuts if cut.index not in found]
+    if missing:
+        shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+        raise ProfileMismatchError(
+            f"{label} has no timings for cut {shown}; profile this directory again"
+        )
+    return [found[cut.index] for cut in manifest.cuts]
+
+
+def _compute(side: SideProfile | None, stat: Statistic) -> float:
+    return 0.0 if side is None or side.compute is None else _timing(side.compute, stat)
+
+
+def _timing(stats: TimingStats | None, stat: Statistic) -> float:
+    if stats is None:
+        return 0.0
+    return stats.p90_s if stat == "p90" else stats.median_s
+
+
+def _load(side: SideProfile | None) -> float:
+    return 0.0 if side is None else side.load_s

@@ -1,0 +1,198 @@
+"""When to move to another cut: the planner's best cut, behind hysteresis.
+
+Moving costs something (a new pipeline loads, requests may wait), and a bandwidth
+estimate is noisy. Following the planner's argmin on every estimate makes a link
+hovering near a crossover bandwidth switch back and forth on noise (a switch storm).
+So a switch needs all of:
+
+1. **Minimum gain** (the hysteresis band). The best cut must beat the current one by at
+   least ``min_gain_s`` seconds AND ``min_gain_fraction`` of the current latency. Near a
+   crossover both cuts predict almost the same latency, so neither side of the boundary
+   can pull the service over it; only a bandwidth clearly past it can.
+2. **Dwell.** That advantage must have held on every estimate for ``dwell_s`` seconds
+   and at least ``min_estimates`` estimates in a row. A brief dip does not move us.
+3. **Payback**, when the request rate is known: the latency saved over ``horizon_s``
+   (``gain * rate * horizon_s``, request-seconds) must exceed ``switch_cost_s``.
+
+The policy only keeps the timer of condition 2; it reads no clock (timestamps are
+passed in), so it replays recorded or synthetic traces deterministically.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from models.planner import Planner
+
+
+class Decision(str, enum.Enum):
+    STAY = "stay"
+    SWITCH = "switch"
+
+
+class Reason(str, enum.Enum):
+    """Why the policy decided what it did."""
+
+    CURRENT_IS_BEST = "current_is_best"
+    GAIN_TOO_SMALL = "gain_too_small"
+    DWELLING = "dwelling"
+    NOT_WORTH_COST = "not_worth_cost"
+    BETTER_CUT = "better_cut"
+
+
+@dataclass(frozen=True)
+class SwitchRule:
+    """The knobs of the policy; see the module docstring for what each one guards."""
+
+    min_gain_s: float = 0.002
+    min_gain_fraction: float = 0.05
+    dwell_s: float = 2.0
+    min_estimates: int = 3
+    horizon_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.min_gain_s < 0 or not 0 <= self.min_gain_fraction < 1:
+            raise ValueError("min_gain_s must be >= 0 and min_gain_fraction in [0, 1)")
+        if self.dwell_s < 0 or self.min_estimates < 1 or self.horizon_s <= 0:
+            raise ValueError("dwell_s must be >= 0, min_estimates >= 1 and horizon_s > 0")
+
+
+@dataclass(frozen=True)
+class SwitchDecision:
+    decision: Decision
+    reason: Reason
+    detail: str
+    current_cut: int
+    best_cut: int
+    current_s: float
+    best_s: float
+
+    @property
+    def target_cut(self) -> int:
+        """Where to be after this decision."""
+        return self.best_cut if self.decision is Decision.SWITCH else self.current_cut
+
+    @property
+    def gain_s(self) -> float:
+        return self.current_s - self.best_s
+
+
+@dataclass
+class _Pending:
+    """An advantage over ``current_cut`` that started at ``since_s``."""
+
+    current_cut: int
+    since_s: float
+    estimates: int
+
+
+class SwitchPolicy:
+    """Decides, per bandwidth estimate, whether to leave the current cut."""
+
+    def __init__(self, planner: Planner, *, rule: SwitchRule | None = None) -> None:
+        self.planner = planner
+        self.rule = rule or SwitchRule()
+        self._pending: _Pending | None = None
+
+    def reset(self) -> None:
+        self._pending = None
+
+    def decide(
+        self,
+        *,
+        current_cut: int,
+        bandwidth_bps: float,
+        now_s: float,
+        rtt_s: float = 0.0,
+        switch_cost_s: float = 0.0,
+        request_rate: float | None = None,
+    ) -> SwitchDecision:
+        """One estimate in, one decision out. ``now_s`` is any monotonic clock."""
+        best = self.planner.best(bandwidth_bps, rtt_s)
+        current_s = self.planner.latency_of(current_cut, bandwidth_bps, rtt_s)
+
+        def result(decision: Decision, reason: Reason, detail: str) -> SwitchDecision:
+            return SwitchDecision(
+                decision, reason, detail, current_cut, best.cut, current_s, best.latency_s
+            )
+
+        gain = current_s - best.latency_s
+        needed = max(self.rule.min_gain_s, self.rule.min_gain_fraction * current_s)
+        if best.cut == current_cut or gain <= 0:
+            self._pending = None
+            return result(Decision.STAY, Reason.CURRENT_IS_BEST, "current cut is the best")
+        if gain < needed:
+            self._pending = None
+            return result(
+                Decision.STAY,
+                Reason.GAIN_TOO_SMALL,
+                f"cut {best.cut} gains {gain * 1e3:.2f} ms < {needed * 1e3:.2f} ms needed",
+            )
+        waited_s, estimates = self._hold(current_cut, now_s)
+        if waited_s < self.rule.dwell_s or estimates < self.rule.min_estimates:
+            return result(
+                Decision.STAY,
+                Reason.DWELLING,
+                f"cut {best.cut} has been better for {waited_s:.2f} s and {estimates} "
+                f"estimates; need {self.rule.dwell_s:.2f} s and {self.rule.min_estimates}",
+            )
+        if request_rate is not None:
+            saving = gain * request_rate * self.rule.horizon_s
+            if saving <= switch_cost_s:
+                return result(
+                    Decision.STAY,
+                    Reason.NOT_WORTH_COST,
+                    f"saves {saving:.3f} request-s over {self.rule.horizon_s:.0f} s, "
+                    f"switch costs {switch_cost_s:.3f} s",
+                )
+        self._pending = None
+        return result(
+            Decision.SWITCH,
+            Reason.BETTER_CUT,
+            f"cut {best.cut} beats cut {current_cut} by {gain * 1e3:.2f} ms",
+        )
+
+    def _hold(self, current_cut: int, now_s: float) -> tuple[float, int]:
+        """Extend (or start) the run of estimates in which leaving ``current_cut`` paid."""
+        pending = self._pending
+        if pending is None or pending.current_cut != current_cut or now_s < pending.since_s:
+            pending = self._pending = _Pending(current_cut, now_s, 0)
+        pending.estimates += 1
+        return now_s - pending.since_s, pending.estimates
+
+
+@dataclass(frozen=True)
+class SwitchEvent:
+    time_s: float
+    from_cut: int
+    to_cut: int
+    bandwidth_bps: float
+
+
+def replay(
+    policy: SwitchPolicy,
+    trace: Iterable[tuple[float, float]],
+    *,
+    start_cut: int,
+    rtt_s: float = 0.0,
+    switch_cost_s: float = 0.0,
+    request_rate: float | None = None,
+) -> list[SwitchEvent]:
+    """Run ``policy`` over ``(time_s, bandwidth_bps)`` samples, switching when it says so."""
+    current = start_cut
+    events = []
+    for time_s, bandwidth_bps in trace:
+        decision = policy.decide(
+            current_cut=current,
+            bandwidth_bps=bandwidth_bps,
+            now_s=time_s,
+            rtt_s=rtt_s,
+            switch_cost_s=switch_cost_s,
+            request_rate=request_rate,
+        )
+        if decision.decision is Decision.SWITCH:
+            events.append(SwitchEvent(time_s, current, decision.best_cut, bandwidth_bps))
+            current = decision.best_cut
+    return events

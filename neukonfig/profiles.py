@@ -1,0 +1,143 @@
+"""``PROFILE.json``: what ``neukonfig profile`` measured for each cut on one machine.
+
+A profile crosses machines: it is measured on the edge device (or on a bigger machine
+emulating it) and on the cloud server, and read by the planner and the controller.
+So it carries its own provenance (machine, threads, onnxruntime version, when) and
+the sha256 of the model it describes; the planner refuses a profile of another model.
+
+Times are seconds. Compute and serialization times are at batch 1.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from neukonfig.errors import InvalidProfileError
+from neukonfig.manifest import CutKind
+
+PROFILE_FORMAT_VERSION = 1
+
+ProfileRole = Literal["edge", "cloud"]
+
+
+class TimingStats(BaseModel):
+    """Summary of ``samples`` timed runs taken after warm-up."""
+
+    model_config = ConfigDict(frozen=True)
+
+    median_s: float = Field(ge=0)
+    p90_s: float = Field(ge=0)
+    min_s: float = Field(ge=0)
+    max_s: float = Field(ge=0)
+    samples: int = Field(ge=1)
+
+
+class SideProfile(BaseModel):
+    """One side of one cut: the head (edge) or the tail (cloud).
+
+    ``compute`` is None for a pass-through side (the edge of cut 0 forwards the input),
+    which costs no load, no memory and no compute.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    file: str | None = Field(description="Partition file, relative to the partition directory")
+    compute: TimingStats | None
+    load_s: float = Field(ge=0, description="Cold onnxruntime session creation")
+    first_run_s: float = Field(ge=0, description="The first inference after load")
+    rss_added_bytes: int = Field(description="Resident memory added by load + first inference")
+
+
+class CutProfile(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    index: int = Field(ge=0)
+    kind: CutKind
+    tensor: str | None
+    bytes: int = Field(ge=0, description="Crossing tensor at batch 1, as in the manifest")
+    frame_bytes: int = Field(ge=0, description="Wire frame that carries it (0: nothing crosses)")
+    head: SideProfile | None = Field(description="Measured when the edge role was profiled")
+    tail: SideProfile | None = Field(
+        description="Measured when the cloud role was profiled; None for all-edge"
+    )
+    encode: TimingStats | None = Field(description="wire.encode of the crossing tensor")
+    decode: TimingStats | None = Field(description="wire.decode (with checks) of its frame")
+
+
+class MachineInfo(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    platform: str
+    architecture: str
+    cpu_model: str
+    cpu_count: int = Field(ge=1, description="CPUs this process may run on")
+    python: str
+
+
+class ProfiledModel(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    sha256: str
+
+
+class Profile(BaseModel):
+    format_version: int = PROFILE_FORMAT_VERSION
+    model: ProfiledModel
+    roles: list[ProfileRole] = Field(min_length=1)
+    threads: int | None = Field(
+        description="onnxruntime intra-op threads; None is its default (one per core)"
+    )
+    emulated_edge: bool = Field(
+        description="The edge role was measured with fewer threads than this machine has, "
+        "to stand in for a slower edge device"
+    )
+    machine: MachineInfo
+    onnxruntime_version: str
+    providers: list[str]
+    warmup: int = Field(ge=1)
+    repeats: int = Field(ge=1)
+    batch: int = Field(ge=1)
+    created_at: datetime
+    cuts: list[CutProfile]
+
+    def cut(self, index: int) -> CutProfile | None:
+        for cut in self.cuts:
+            if cut.index == index:
+                return cut
+        return None
+
+
+def read_profile(path: str | Path) -> Profile:
+    path = Path(path)
+    try:
+        profile = Profile.model_validate(json.loads(path.read_text()))
+    except FileNotFoundError as error:
+        raise InvalidProfileError(f"{path}: no such profile file") from error
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InvalidProfileError(f"{path}: not a profile (invalid JSON: {error})") from error
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "top level"
+        raise InvalidProfileError(
+            f"{path}: not a valid profile ({where}: {first['msg']})"
+        ) from error
+    if profile.format_version != PROFILE_FORMAT_VERSION:
+        raise InvalidProfileError(
+            f"{path}: profile format {profile.format_version}; this neukonfig reads "
+            f"{PROFILE_FORMAT_VERSION}. Re-run neukonfig profile."
+        )
+    return profile
+
+
+def write_profile(path: str | Path, profile: Profile) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(profile.model_dump_json(indent=2) + "\n")
+    temporary.replace(path)

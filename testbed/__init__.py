@@ -1,0 +1,1 @@
+"""The testbed: links (shaping proxy, tc in namespaces), probe clients and scenarios."""

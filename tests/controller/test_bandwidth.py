@@ -1,0 +1,86 @@
+"""The estimator on synthetic transfer streams with known bandwidth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from controller.bandwidth import BandwidthEstimator, Sample, Source
+
+TICK = 0.1
+
+
+def stream(
+    estimator,
+    bandwidth_of,
+    *,
+    until: float,
+    size: int = 200_000,
+    every: float = 0.05,
+    noise: float = 0.0,
+    seed: int = 0,
+    rtt: float = 0.0,
+):
+    """Feed transfers of ``size`` bytes at a fixed request rate; yield (time, estimate)."""
+    rng = np.random.default_rng(seed)
+    now, next_transfer = 0.0, 0.0
+    while now < until:
+        while next_transfer <= now:
+            bps = bandwidth_of(next_transfer) * (1 + noise * rng.standard_normal())
+            estimator.add(Sample(next_transfer, size, rtt + size * 8 / bps))
+            next_transfer += every
+        yield now, estimator.update(now).bits_per_second
+        now += TICK
+
+
+def test_steady_traffic_gives_the_true_bandwidth() -> None:
+    estimates = [e for _, e in stream(BandwidthEstimator(), lambda t: 50e6, until=3)]
+    assert estimates[-1] == pytest.approx(50e6, rel=1e-6)
+
+
+def test_a_step_is_followed_within_a_second() -> None:
+    estimator = BandwidthEstimator(window_s=0.5)
+    trace = list(stream(estimator, lambda t: 50e6 if t < 5 else 5e6, until=8))
+    after = [(t, e) for t, e in trace if t >= 5]
+    settled = next(t for t, e in after if abs(e - 5e6) / 5e6 < 0.2)
+    assert settled - 5 <= 1.0
+    assert trace[-1][1] == pytest.approx(5e6, rel=0.05)
+
+
+def test_noise_is_smoothed() -> None:
+    estimator = BandwidthEstimator()
+    trace = [e for t, e in stream(estimator, lambda t: 20e6, until=20, noise=0.1, seed=3) if t > 2]
+    spread = np.std(trace) / np.mean(trace)
+    assert spread < 0.05
+    assert np.mean(trace) == pytest.approx(20e6, rel=0.05)
+
+
+def test_known_rtt_is_taken_out_of_small_transfers() -> None:
+    estimator = BandwidthEstimator(rtt_s=0.02)
+    trace = list(stream(estimator, lambda t: 10e6, until=3, size=20_000, rtt=0.02))
+    assert trace[-1][1] == pytest.approx(10e6, rel=0.01)
+
+
+def test_probes_are_asked_for_only_when_traffic_is_thin() -> None:
+    estimator = BandwidthEstimator(window_s=1.0, min_window_bytes=50_000)
+    assert estimator.needs_probe(0.0)
+    estimator.add(Sample(0.1, 100_000, 0.01))
+    assert not estimator.needs_probe(0.5)
+    assert estimator.needs_probe(1.5)  # the transfer left the window
+
+
+def test_probes_fill_in_and_real_traffic_takes_over() -> None:
+    estimator = BandwidthEstimator(min_window_bytes=50_000)
+    estimator.add(Sample(0.0, 64_000, 64_000 * 8 / 10e6, Source.ACTIVE))
+    first = estimator.update(0.1)
+    assert first.source is Source.ACTIVE
+    assert first.bits_per_second == pytest.approx(10e6)
+    for i in range(5):
+        estimator.add(Sample(0.2 + i * 0.01, 100_000, 100_000 * 8 / 40e6))
+    second = estimator.update(0.3)
+    assert second.source is Source.PASSIVE
+    assert second.bits_per_second == pytest.approx(40e6)
+
+
+def test_no_samples_means_no_estimate() -> None:
+    assert BandwidthEstimator().update(1.0).bits_per_second is None

@@ -1,0 +1,130 @@
+"""Controller crashes and failed starts never take the service down."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import httpx
+import pytest
+from test_controller import request_body, settings_for
+
+from controller.assemble import build_controller
+from controller.backends.local import LocalService, ServiceKind
+from controller.backends.process import ProcessBackend
+from controller.settings import StrategyName
+from controller.strategies import Outcome
+
+
+def served(gateway_url: str) -> int:
+    body, headers = request_body()
+    return httpx.post(
+        f"{gateway_url}/v2/models/tiny/infer", content=body, headers=headers, timeout=30
+    ).status_code
+
+
+def routing(gateway_url: str, token: str) -> dict:
+    return httpx.get(
+        f"{gateway_url}/admin/pipelines", headers={"authorization": f"Bearer {token}"}
+    ).json()
+
+
+def test_a_replacement_that_never_gets_ready_is_abandoned(slow_edge_tiny, gateway, token, tmp_path):
+    parts, _, _ = slow_edge_tiny
+    broken = tmp_path / "parts"
+    broken.mkdir()
+    for item in parts.iterdir():
+        (broken / item.name).symlink_to(item)
+    (broken / "cut011.tail.onnx").unlink()  # the cloud side of cut 11 cannot load
+    settings = settings_for(
+        (broken, slow_edge_tiny[1], slow_edge_tiny[2]),
+        gateway,
+        token,
+        tmp_path / "state",
+        strategy=StrategyName.SWITCH_ON_DEMAND,
+        start_timeout_s=5,
+        auto=False,
+    )
+    controller = build_controller(settings)
+
+    async def scenario():
+        await controller.start()
+        before = controller.active.id
+        record = await controller.switch_to(11)
+        still = served(gateway.url)
+        await controller.shutdown()
+        return before, record, still
+
+    before, record, status = asyncio.run(scenario())
+    assert record.outcome is Outcome.ABANDONED
+    assert "cloud" in record.error
+    assert status == 200
+    assert controller.active.id == before
+    assert not list((tmp_path / "state").glob("*.json"))
+
+
+@pytest.fixture
+def controller_process(slow_edge_tiny, gateway, token, tmp_path):
+    parts, edge_profile, cloud_profile = slow_edge_tiny
+    state = tmp_path / "state"
+    settings = {
+        "partition_dir": str(parts),
+        "model_name": "tiny",
+        "gateway_url": gateway.url,
+        "admin_token": token,
+        "edge_profile": str(edge_profile),
+        "cloud_profile": str(cloud_profile),
+        "state_dir": str(state),
+        "strategy": "switch_standby",
+        "auto": "false",
+    }
+
+    def start(name: str) -> LocalService:
+        return LocalService(ServiceKind.CONTROLLER, settings, tmp_path / f"{name}.log").start()
+
+    started: list[LocalService] = []
+    try:
+        yield start, started, state
+    finally:
+        for service in started:
+            service.kill()
+        backend = ProcessBackend(state_dir=state)
+
+        async def cleanup() -> None:
+            for handle in await backend.discover():
+                await backend.stop(handle)
+            await backend.close()
+
+        asyncio.run(cleanup())
+
+
+def test_killed_controller_leaves_serving_and_restart_adopts(controller_process, gateway, token):
+    start, started, state = controller_process
+    first = start("first")
+    started.append(first)
+    first.wait_ready(timeout=120)
+    before = routing(gateway.url, token)
+    records = sorted(p.name for p in state.glob("*.json"))
+    assert before["active"] is not None
+    assert len(before["pipelines"]) == 2  # active + one standby
+    assert len(records) == 4  # an edge and a cloud service per pipeline
+
+    os.kill(first.process.pid, signal.SIGKILL)
+    first.process.wait(timeout=10)
+    assert served(gateway.url) == 200  # the gateway keeps serving with no controller
+
+    second = start("second")
+    started.append(second)
+    second.wait_ready(timeout=120)
+    after = routing(gateway.url, token)
+    assert after["active"] == before["active"]
+    assert sorted(p["id"] for p in after["pipelines"]) == sorted(
+        p["id"] for p in before["pipelines"]
+    )
+    assert sorted(p.name for p in state.glob("*.json")) == records
+    assert served(gateway.url) == 200
+    state_view = httpx.get(f"{second.url}/v1/state").json()
+    assert state_view["active"] == before["active"]
+    assert all(p["adopted"] for p in state_view["pipelines"])
+    assert state_view["current_cut"] == 0

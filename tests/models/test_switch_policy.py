@@ -1,0 +1,158 @@
+"""The switch rule on synthetic bandwidth traces, against a naive "always the best" rule.
+
+The hand-made profile has exact crossovers: cut 0 (all-cloud) is best above 40 mbit,
+cut 1 (split) from 10 to 40 mbit, cut 2 (all-edge) below 10 mbit. Estimates arrive at
+10 Hz, so the default 2 s dwell is 20 estimates.
+"""
+
+from __future__ import annotations
+
+import pytest
+from profile_cases import THREE_CUTS, UPPER_CROSSOVER_BPS, planner_for
+
+from models.planner import Planner
+from models.switch_policy import (
+    Decision,
+    Reason,
+    SwitchPolicy,
+    SwitchRule,
+    replay,
+)
+from models.traces import naive_switches, noise_around, ramp, square_wave, wander
+
+RATE_HZ = 10.0
+
+
+@pytest.fixture
+def planner() -> Planner:
+    return planner_for(THREE_CUTS)
+
+
+def test_square_wave_switches_once_per_level_change_after_the_dwell(planner: Planner) -> None:
+    trace = square_wave(high=50e6, low=5e6, half_period_s=30.0, periods=5, rate_hz=RATE_HZ)
+    rule = SwitchRule()
+    events = replay(SwitchPolicy(planner, rule=rule), trace, start_cut=0)
+    level_changes = [
+        t for (t, b), (_, before) in zip(trace[1:], trace, strict=False) if b != before
+    ]
+    assert len(level_changes) == 9
+    assert len(events) == len(level_changes)
+    assert naive_switches(planner, trace, start=0) == len(level_changes)
+    for event, changed_at in zip(events, level_changes, strict=True):
+        # Straight from all-cloud to all-edge and back: the split is never best at 5 or 50.
+        assert (event.from_cut, event.to_cut) in {(0, 2), (2, 0)}
+        delay = event.time_s - changed_at
+        assert rule.dwell_s <= delay < rule.dwell_s + 1.5 / RATE_HZ
+
+
+@pytest.mark.parametrize(("start", "end"), [(50e6, 5e6), (5e6, 50e6)])
+@pytest.mark.parametrize("noise", [0.0, 0.05])
+def test_slow_ramp_moves_monotonically(
+    planner: Planner, start: float, end: float, noise: float
+) -> None:
+    trace = ramp(start=start, end=end, duration_s=300.0, rate_hz=RATE_HZ, noise=noise, seed=7)
+    first = planner.best(trace[0][1]).cut
+    events = replay(SwitchPolicy(planner), trace, start_cut=first)
+    path = [first, *(event.to_cut for event in events)]
+    # Falling bandwidth walks 0 -> 1 -> 2, rising walks back, never back and forth.
+    assert path == ([0, 1, 2] if start > end else [2, 1, 0])
+    if noise:
+        assert naive_switches(planner, trace, start=first) > len(events)
+
+
+def test_noise_around_a_boundary_does_not_cause_a_switch_storm(planner: Planner) -> None:
+    trace = noise_around(UPPER_CROSSOVER_BPS, spread=0.20, samples=1000, rate_hz=RATE_HZ, seed=3)
+    policy_switches = len(replay(SwitchPolicy(planner), trace, start_cut=0))
+    naive = naive_switches(planner, trace, start=0)
+    assert policy_switches <= 1
+    assert naive >= 50, naive
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_without_hysteresis_the_policy_is_the_naive_rule(planner: Planner, seed: int) -> None:
+    trace = noise_around(UPPER_CROSSOVER_BPS, spread=0.20, samples=1000, rate_hz=RATE_HZ, seed=seed)
+    bare = SwitchRule(min_gain_s=0.0, min_gain_fraction=0.0, dwell_s=0.0, min_estimates=1)
+    assert len(replay(SwitchPolicy(planner, rule=bare), trace, start_cut=0)) == (
+        naive_switches(planner, trace, start=0)
+    )
+    assert len(replay(SwitchPolicy(planner), trace, start_cut=0)) <= 1
+
+
+def test_the_dwell_stops_fast_noise_that_the_gain_band_lets_through(planner: Planner) -> None:
+    trace = noise_around(UPPER_CROSSOVER_BPS, spread=0.20, samples=1000, rate_hz=RATE_HZ, seed=3)
+    band_only = SwitchRule(dwell_s=0.0, min_estimates=1)
+    assert len(replay(SwitchPolicy(planner, rule=band_only), trace, start_cut=0)) >= 20
+
+
+def test_the_gain_band_stops_slow_wander_that_the_dwell_lets_through(planner: Planner) -> None:
+    # +-3% around the boundary with a 30 s period: each side lasts longer than the dwell,
+    # but the latency difference stays under the minimum gain.
+    slow = wander(UPPER_CROSSOVER_BPS, amplitude=0.03, period_s=30.0, samples=1200, rate_hz=RATE_HZ)
+    dwell_only = SwitchRule(min_gain_s=0.0, min_gain_fraction=0.0)
+    assert len(replay(SwitchPolicy(planner, rule=dwell_only), slow, start_cut=0)) >= 6
+    assert replay(SwitchPolicy(planner), slow, start_cut=0) == []
+
+
+def test_a_dip_shorter_than_the_dwell_is_ignored(planner: Planner) -> None:
+    dip = [(t / RATE_HZ, 5e6 if 100 <= t < 115 else 50e6) for t in range(400)]
+    assert replay(SwitchPolicy(planner), dip, start_cut=0) == []
+    # The dwell restarts after the dip: two short dips never add up to one long one.
+    dips = [(t / RATE_HZ, 5e6 if (100 <= t < 115 or 120 <= t < 135) else 50e6) for t in range(400)]
+    assert replay(SwitchPolicy(planner), dips, start_cut=0) == []
+
+
+def test_decisions_name_their_reason(planner: Planner) -> None:
+    policy = SwitchPolicy(planner, rule=SwitchRule(dwell_s=1.0, min_estimates=2))
+    assert policy.decide(current_cut=0, bandwidth_bps=50e6, now_s=0.0).reason is (
+        Reason.CURRENT_IS_BEST
+    )
+    # At 38 mbit the split gains 1.6 ms over all-cloud: inside the 2.6 ms band.
+    small = policy.decide(current_cut=0, bandwidth_bps=38e6, now_s=0.1)
+    assert (small.decision, small.reason) == (Decision.STAY, Reason.GAIN_TOO_SMALL)
+    assert small.best_cut == 1
+    waiting = policy.decide(current_cut=0, bandwidth_bps=5e6, now_s=1.0)
+    assert (waiting.decision, waiting.reason) == (Decision.STAY, Reason.DWELLING)
+    assert waiting.target_cut == 0
+    go = policy.decide(current_cut=0, bandwidth_bps=5e6, now_s=2.0)
+    assert (go.decision, go.reason) == (Decision.SWITCH, Reason.BETTER_CUT)
+    assert go.target_cut == 2
+    assert go.gain_s == pytest.approx((0.010 + 1.6e6 / 5e6) - 0.080)
+
+
+def test_switch_must_pay_back_its_cost_when_the_rate_is_known(planner: Planner) -> None:
+    rule = SwitchRule(dwell_s=0.0, min_estimates=1, horizon_s=10.0)
+
+    # At 5 mbit, moving from cut 1 to 2 saves 40 ms per request.
+    def decide(rate: float, cost: float) -> Reason:
+        policy = SwitchPolicy(planner, rule=rule)
+        decision = policy.decide(
+            current_cut=1, bandwidth_bps=5e6, now_s=0.0, switch_cost_s=cost, request_rate=rate
+        )
+        return decision.reason
+
+    # 0.04 s x 2 req/s x 10 s = 0.8 request-seconds saved.
+    assert decide(rate=2.0, cost=1.0) is Reason.NOT_WORTH_COST
+    assert decide(rate=2.0, cost=0.5) is Reason.BETTER_CUT
+    assert decide(rate=20.0, cost=1.0) is Reason.BETTER_CUT
+
+
+def test_a_clock_going_backwards_restarts_the_dwell(planner: Planner) -> None:
+    policy = SwitchPolicy(planner, rule=SwitchRule(dwell_s=1.0, min_estimates=1))
+    policy.decide(current_cut=0, bandwidth_bps=5e6, now_s=10.0)
+    assert policy.decide(current_cut=0, bandwidth_bps=5e6, now_s=3.0).reason is Reason.DWELLING
+    assert policy.decide(current_cut=0, bandwidth_bps=5e6, now_s=4.0).reason is Reason.BETTER_CUT
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"min_gain_s": -1.0},
+        {"min_gain_fraction": 1.0},
+        {"dwell_s": -1.0},
+        {"min_estimates": 0},
+        {"horizon_s": 0.0},
+    ],
+)
+def test_bad_rules_are_refused(options: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        SwitchRule(**options)  # type: ignore[arg-type]
