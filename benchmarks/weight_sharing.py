@@ -21,6 +21,7 @@ measured while alive, then timed one at a time.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -45,7 +46,6 @@ from neukonfig.manifest import CutKind, read_manifest
 MODELS = ("mobilenetv2", "vgg16")
 WEIGHTS = "weights.bin"
 MB = 2**20
-DISABLE_PREPACKING = {"session.disable_prepacking": "1"}
 
 
 @dataclass(frozen=True)
@@ -63,16 +63,28 @@ class Config:
     weights: str = "file"
     entries: dict[str, str] = field(default_factory=dict)
     level: str | None = None  # GraphOptimizationLevel name; None keeps the default (ALL)
+    # models.runtime.session_options(share_weights=True): session.disable_prepacking=1.
+    share_weights: bool = False
+    # One CPU arena registered in the onnxruntime environment and used by every session
+    # of the process (session.use_env_allocators), instead of one arena per session.
+    env_arena: bool = False
 
 
 CONFIGS = (
     Config("A", "process per head, default options", "per_head"),
-    Config("B", "process per head, disable_prepacking", "per_head", entries=DISABLE_PREPACKING),
+    Config("B", "process per head, disable_prepacking", "per_head", share_weights=True),
+    Config(
+        "B-dev",
+        "process per head, disable_prepacking, use_device_allocator_for_initializers",
+        "per_head",
+        share_weights=True,
+        entries={"session.use_device_allocator_for_initializers": "1"},
+    ),
     Config(
         "B-ext",
         "process per head, disable_prepacking, ORT_ENABLE_EXTENDED (no NCHWc layout)",
         "per_head",
-        entries=DISABLE_PREPACKING,
+        share_weights=True,
         level="ORT_ENABLE_EXTENDED",
     ),
     Config("A1", "one process, sessions from files, default options", "one"),
@@ -82,39 +94,59 @@ CONFIGS = (
         "one process, shared OrtValues, disable_prepacking",
         "one",
         weights="ortvalues",
-        entries=DISABLE_PREPACKING,
+        share_weights=True,
     ),
     Config(
         "E",
         "one process, sessions from files, disable_prepacking",
         "one",
-        entries=DISABLE_PREPACKING,
+        share_weights=True,
     ),
     Config(
         "F",
         "one process, weights.bin buffer used directly, disable_prepacking",
         "one",
         weights="filebuffer",
-        entries={
-            **DISABLE_PREPACKING,
-            "session.use_external_initializer_file_buffers_directly": "1",
-        },
+        share_weights=True,
+        entries={"session.use_external_initializer_file_buffers_directly": "1"},
+    ),
+    Config(
+        "G",
+        "one process, sessions from files, disable_prepacking, one shared arena",
+        "one",
+        share_weights=True,
+        entries={"session.use_env_allocators": "1"},
+        env_arena=True,
     ),
 )
+
+# Session options compared head to head for speed (sessions read weights.bin themselves).
+LATENCY_CONFIGS = tuple(c for c in CONFIGS if c.key in ("A", "B", "B-ext"))
 
 
 # --------------------------------------------------------------------------- worker
 
 
 def _worker(spec: dict[str, Any]) -> None:
-    """Load heads, warm each up once, report; then answer ``bench`` / ``quit`` on stdin."""
+    """Load heads, warm each up once, report; then answer ``bench`` / ``quit`` on stdin.
+
+    ``spec["heads"]`` lists (cut, config) pairs; a pair's sessions share OrtValues when
+    their config says so. ``bench`` times each head ``runs`` times in turn, or, with
+    ``interleave``, round-robin, so that background load hits every head alike.
+    """
     directory = Path(spec["directory"])
-    config = Config(**spec["config"])
+    manifest = read_manifest(directory)
     weights = np.memmap(directory / WEIGHTS, dtype=np.uint8, mode="r")
     shared: dict[str, ort.OrtValue] = {}
+    configs = [(cut, Config(**fields)) for cut, fields in spec["heads"]]
+    if any(config.env_arena for _cut, config in configs):
+        cpu = ort.OrtMemoryInfo(
+            "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
+        )
+        ort.create_and_register_allocator(cpu, ort.OrtArenaCfg(0, -1, -1, -1))
     heads = []
-    for cut in spec["cuts"]:
-        path = directory / read_manifest(directory).cut(cut).head  # type: ignore[operator]
+    for cut, config in configs:
+        path = directory / manifest.cut(cut).head  # type: ignore[operator]
         started = time.perf_counter()
         options = _options(config, path, weights, shared)
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -127,34 +159,34 @@ def _worker(spec: dict[str, Any]) -> None:
         outputs = session.run(None, feeds)
         first = time.perf_counter() - started
         l2 = float(np.sqrt(sum(float(np.square(o.astype(np.float64)).sum()) for o in outputs)))
-        heads.append((cut, session, feeds))
+        heads.append((session, feeds))
         _say("HEAD", {"cut": cut, "create_s": created, "first_run_s": first, "output_l2": l2})
     _say("READY", {"pid": os.getpid()})
     for line in sys.stdin:
-        if line.strip() == "bench":
-            for cut, session, feeds in heads:
-                times = []
-                for _ in range(spec["runs"]):
-                    started = time.perf_counter()
-                    session.run(None, feeds)
-                    times.append(time.perf_counter() - started)
-                _say(
-                    "BENCH",
-                    {
-                        "cut": cut,
-                        "median_ms": statistics.median(times) * 1000,
-                        "min_ms": min(times) * 1000,
-                    },
-                )
-            _say("DONE", {})
-        else:
+        if line.strip() != "bench":
             return
+        times: list[list[float]] = [[] for _ in heads]
+        if spec["interleave"]:
+            order = [i for _ in range(spec["runs"]) for i in range(len(heads))]
+        else:
+            order = [i for i in range(len(heads)) for _ in range(spec["runs"])]
+        for i in order:
+            session, feeds = heads[i]
+            started = time.perf_counter()
+            session.run(None, feeds)
+            times[i].append(time.perf_counter() - started)
+        for series in times:
+            _say(
+                "BENCH",
+                {"median_ms": statistics.median(series) * 1000, "min_ms": min(series) * 1000},
+            )
+        _say("DONE", {})
 
 
 def _options(
     config: Config, path: Path, weights: np.memmap, shared: dict[str, ort.OrtValue]
 ) -> ort.SessionOptions:
-    options = session_options(threads=1)
+    options = session_options(threads=1, share_weights=config.share_weights)
     if config.level:
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, config.level)
     for key, value in config.entries.items():
@@ -196,8 +228,22 @@ def _say(tag: str, body: dict[str, Any]) -> None:
 
 
 class Worker:
-    def __init__(self, directory: Path, cuts: list[int], config: Config, runs: int) -> None:
-        spec = {"directory": str(directory), "cuts": cuts, "config": asdict(config), "runs": runs}
+    """One worker process holding ``heads`` (cut, config) sessions."""
+
+    def __init__(
+        self,
+        directory: Path,
+        heads: list[tuple[int, Config]],
+        runs: int,
+        *,
+        interleave: bool = False,
+    ) -> None:
+        spec = {
+            "directory": str(directory),
+            "heads": [(cut, asdict(config)) for cut, config in heads],
+            "runs": runs,
+            "interleave": interleave,
+        }
         self.process = subprocess.Popen(
             [sys.executable, __file__, "--worker", json.dumps(spec)],
             stdin=subprocess.PIPE,
@@ -260,12 +306,14 @@ def run_config(directory: Path, cuts: list[int], config: Config, runs: int) -> d
     workers: list[Worker] = []
     try:
         for group in groups:  # one after another: creation times are not contended
-            workers.append(Worker(directory, group, config, runs))
+            workers.append(Worker(directory, [(cut, config) for cut in group], runs))
         pids = [worker.process.pid for worker in workers]
         row: dict[str, Any] = {"processes": len(pids), **memory(pids)}
         benches = [bench for worker in workers for bench in worker.bench()]
+        # Onnxruntime plans memory patterns from the first run, so steady state differs.
         after = memory(pids)
         row["total_pss_after_runs_mb"] = after["total_pss_mb"]
+        row["total_anon_after_runs_mb"] = after["total_anon_mb"]
     finally:
         for worker in workers:
             worker.close()
@@ -286,7 +334,7 @@ def run_config(directory: Path, cuts: list[int], config: Config, runs: int) -> d
 
 def floor_memory(directory: Path) -> dict[str, float]:
     """A worker that imports onnxruntime and numpy but loads no head: per-process floor."""
-    worker = Worker(directory, [], CONFIGS[0], 1)
+    worker = Worker(directory, [], 1)
     try:
         return memory([worker.process.pid])
     finally:
@@ -347,6 +395,7 @@ def bench_model(
     ks: list[int],
     configs: list[Config],
     runs: int,
+    repeat: int,
     cuts: list[int] | None,
 ) -> list[dict[str, Any]]:
     directory = prepare(model, work)
@@ -360,6 +409,12 @@ def bench_model(
             union.update(weights[cut])
         for config in configs:
             print(f"  {model} k={k} {config.key} cuts={chosen}", file=sys.stderr, flush=True)
+            # Allocator noise moves a process's anonymous memory by ~15 MB from one run to
+            # the next, so each configuration is measured ``repeat`` times; keep the median.
+            trials = sorted(
+                (run_config(directory, chosen, config, runs) for _ in range(repeat)),
+                key=lambda trial: trial["total_pss_mb"],
+            )
             row = {
                 "model": model,
                 "k": k,
@@ -368,7 +423,8 @@ def bench_model(
                 "cuts": chosen,
                 "head_weights_mb": [round(sum(weights[cut].values()) / MB, 1) for cut in chosen],
                 "unique_weights_mb": round(sum(union.values()) / MB, 1),
-                **run_config(directory, chosen, config, runs),
+                **trials[len(trials) // 2],
+                "total_pss_repeats_mb": [trial["total_pss_mb"] for trial in trials],
             }
             rows.append(row)
     _check_outputs(rows)
@@ -407,31 +463,68 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def summary(rows: list[dict[str, Any]]) -> str:
-    """Per model and config: total PSS at each k, and what each head after the first costs."""
+    """Per model and config: total PSS at each k, and what each added head cost."""
     ks = sorted({row["k"] for row in rows})
-    lines = [
-        "| model | config | "
-        + " | ".join(f"PSS k={k}" for k in ks)
-        + " | MB per extra head | median ms (1st head) |",
-        "|---|---|" + "---:|" * (len(ks) + 2),
+    steps = list(itertools.pairwise(ks))
+    header = [
+        "model",
+        "config",
+        *(f"PSS k={k}" for k in ks),
+        f"PSS k={ks[-1]} after runs",
+        *(f"MB/head k={a}→{b}" for a, b in steps),
     ]
+    lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
     keyed = {(row["model"], row["config"], row["k"]): row for row in rows}
     for model in dict.fromkeys(row["model"] for row in rows):
         for config in dict.fromkeys(row["config"] for row in rows):
-            present = [keyed[(model, config, k)] for k in ks if (model, config, k) in keyed]
-            if not present:
+            if not all((model, config, k) in keyed for k in ks):
                 continue
-            first, last = present[0], present[-1]
-            extra = (
-                f"{(last['total_pss_mb'] - first['total_pss_mb']) / (last['k'] - first['k']):.0f}"
-                if last["k"] > first["k"]
-                else ""
-            )
-            lines.append(
-                f"| {model} | {config} | "
-                + " | ".join(f"{row['total_pss_mb']:.0f}" for row in present)
-                + f" | {extra} | {first['heads'][0]['median_ms']:.1f} |"
-            )
+            pss = {k: keyed[(model, config, k)]["total_pss_mb"] for k in ks}
+            cells = [
+                model,
+                config,
+                *(f"{pss[k]:.0f}" for k in ks),
+                f"{keyed[(model, config, ks[-1])]['total_pss_after_runs_mb']:.0f}",
+                *(f"{(pss[b] - pss[a]) / (b - a):.0f}" for a, b in steps),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def paired_latency(directory: Path, cut: int, configs: list[Config], runs: int) -> dict[str, Any]:
+    """One head under several configs in one process, timed round-robin (fair under noise)."""
+    worker = Worker(directory, [(cut, config) for config in configs], runs, interleave=True)
+    try:
+        benches = worker.bench()
+    finally:
+        worker.close()
+    return {
+        "cut": cut,
+        "runs": runs,
+        "configs": {
+            config.key: {
+                "median_ms": round(bench["median_ms"], 2),
+                "min_ms": round(bench["min_ms"], 2),
+                "create_s": round(head["create_s"], 3),
+                "first_run_s": round(head["first_run_s"], 3),
+            }
+            for config, head, bench in zip(configs, worker.heads, benches, strict=True)
+        },
+    }
+
+
+def latency_table(paired: dict[str, dict[str, Any]]) -> str:
+    keys = list(dict.fromkeys(key for entry in paired.values() for key in entry["configs"]))
+    lines = [
+        "| model | cut | " + " | ".join(f"{key} median (min) ms" for key in keys) + " |",
+        "|---|---:|" + "---:|" * len(keys),
+    ]
+    for model, entry in paired.items():
+        cells = [
+            f"{entry['configs'][key]['median_ms']:.1f} ({entry['configs'][key]['min_ms']:.1f})"
+            for key in keys
+        ]
+        lines.append(f"| {model} | {entry['cut']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -444,6 +537,15 @@ def main() -> None:
         "--configs", default=",".join(c.key for c in CONFIGS), help="comma list of configs"
     )
     parser.add_argument("--runs", type=int, default=20, help="timed runs per head")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="measure each configuration N times, keep median"
+    )
+    parser.add_argument(
+        "--paired-runs",
+        type=int,
+        default=40,
+        help="round-robin runs per config in the paired latency check (0: skip it)",
+    )
     parser.add_argument(
         "--cuts",
         action="append",
@@ -466,12 +568,21 @@ def main() -> None:
     }
     rows: list[dict[str, Any]] = []
     floors: dict[str, dict[str, float]] = {}
+    paired: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="neukonfig-weight-sharing-") as scratch:
         work = Path(args.work) if args.work else Path(scratch)
         work.mkdir(parents=True, exist_ok=True)
         for model in args.models.split(","):
-            rows += bench_model(model, work, ks, configs, args.runs, overrides.get(model))
+            rows += bench_model(
+                model, work, ks, configs, args.runs, args.repeat, overrides.get(model)
+            )
             floors[model] = floor_memory(work / model)
+            if args.paired_runs:
+                print(f"  {model} paired latency", file=sys.stderr, flush=True)
+                heaviest = rows[-1]["cuts"][0]
+                paired[model] = paired_latency(
+                    work / model, heaviest, list(LATENCY_CONFIGS), args.paired_runs
+                )
     report = {
         "benchmark": "weight_sharing",
         "machine": {
@@ -489,6 +600,7 @@ def main() -> None:
         "configs": {c.key: asdict(c) for c in configs},
         "process_floor": floors,
         "rows": rows,
+        "paired_latency": paired,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -496,6 +608,9 @@ def main() -> None:
     print(table(rows))
     print()
     print(summary(rows))
+    if paired:
+        print()
+        print(latency_table(paired))
     print(f"\nper-process floor (python + onnxruntime, no head): {floors}")
     print(f"wrote {out}")
 

@@ -20,7 +20,12 @@ from neukonfig import wire
 from neukonfig.metrics import Metrics, Stage
 from neukonfig.partition_host import PartitionHost, decode_inputs, health_router, start_loading
 from neukonfig.protocol import COMPUTE_SECONDS_HEADER, INFER_PATH, PROBE_PATH
-from neukonfig.service import add_metrics_route, install_error_handlers, read_body
+from neukonfig.service import (
+    add_metrics_route,
+    add_plain_route,
+    install_error_handlers,
+    read_body,
+)
 
 
 def create_app(settings: CloudSettings) -> FastAPI:
@@ -40,10 +45,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
 
     app = FastAPI(title="neukonfig cloud partition", lifespan=lifespan)
     install_error_handlers(app)
-    add_metrics_route(app, metrics)
-    app.include_router(health_router(host))
 
-    @app.post(INFER_PATH)
     async def infer(request: Request) -> Response:
         try:
             feeds = decode_inputs(await read_body(request, limit=settings.max_body_bytes), host)
@@ -58,6 +60,12 @@ def create_app(settings: CloudSettings) -> FastAPI:
             media_type=wire.CONTENT_TYPE,
             headers={COMPUTE_SECONDS_HEADER: f"{seconds:.9f}"},
         )
+
+    # Before every other route: a request is matched against the routes in order, and
+    # each one ahead costs ~2-6 µs (12 µs for /metrics and health, measured in-process).
+    add_plain_route(app, INFER_PATH, infer, methods=["POST"])
+    add_metrics_route(app, metrics)
+    app.include_router(health_router(host))
 
     @app.post(PROBE_PATH)
     async def probe(request: Request) -> dict[str, float | int]:

@@ -13,7 +13,9 @@ class CloudSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NEUKONFIG_CLOUD_")
 
     partition_dir: Path = Field(description="Partition directory written by `neukonfig partition`")
-    cut: int = Field(ge=0, description="Cut index whose tail this service runs")
+    cut: int | None = Field(
+        default=None, ge=0, description="Cut whose tail this service runs; unset: probes only"
+    )
     threads: int | None = Field(default=None, ge=1, description="onnxruntime intra-op threads")
     host: str = "127.0.0.1"
     port: int = Field(default=8200, ge=0, le=65535)

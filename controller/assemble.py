@@ -35,6 +35,7 @@ def build_controller(settings: ControllerSettings, *, link: Link | None = None) 
         edge_threads=settings.edge_threads,
         cloud_threads=settings.cloud_threads,
         start_timeout_s=settings.start_timeout_s,
+        edge_slowdown=settings.edge_slowdown,
     )
     gateway = GatewayClient(settings.gateway_url, token=settings.token)
     return Controller(settings, launcher=launcher, planner=planner, gateway=gateway)

@@ -4,8 +4,10 @@ Passive samples are the edge partition's transfer records: bytes of the cut tens
 and the time it took, minus the cloud's compute time. Active samples are probes of
 a known size to the cloud's probe endpoint, sent only when traffic is too thin.
 
-The estimate is bytes over time within a sliding window (a byte-weighted mean, so
-tiny transfers that are mostly round-trip time weigh little), smoothed across
+The estimate is the bytes in a sliding window over the time the link was busy
+carrying them: the union of the transfers' intervals, so transfers that overlap (a
+saturated link, requests queueing behind each other) are not counted twice, and tiny
+transfers that are mostly round-trip time weigh little. It is smoothed across
 updates. A real step change (the window disagreeing with the smoothed value by more
 than ``step_ratio``) replaces the smoothed value at once, so the estimate follows a
 step within about one window, while noise within the ratio is averaged away.
@@ -96,12 +98,30 @@ class BandwidthEstimator:
         return previous + self.smoothing * (window - previous)
 
     def _window_rate(self) -> float | None:
-        samples = self._preferred_samples()
+        samples = sorted(self._preferred_samples(), key=lambda s: s.at_s)
         if not samples:
             return None
-        total_bytes = sum(s.bytes for s in samples)
-        total_seconds = sum(max(s.seconds - self.rtt_s, MIN_SECONDS) for s in samples)
-        return total_bytes * 8 / total_seconds
+        if len(samples) == 1:
+            only = samples[0]
+            return only.bytes * 8 / max(only.seconds - self.rtt_s, MIN_SECONDS)
+        # Measure from the end of the oldest transfer on: the bytes that completed after
+        # it, over the time the link was busy after it. On a saturated link a transfer's
+        # time includes its wait in the queue, which reaches back to before that point.
+        start = samples[0].at_s
+        later = samples[1:]
+        return sum(s.bytes for s in later) * 8 / max(self._busy_seconds(later, start), MIN_SECONDS)
+
+    def _busy_seconds(self, samples: list[Sample], start: float) -> float:
+        """Length of the union of the transfers' [end - (seconds - rtt), end], from ``start``."""
+        intervals = sorted(
+            (max(s.at_s - max(s.seconds - self.rtt_s, MIN_SECONDS), start), s.at_s) for s in samples
+        )
+        busy, reach = 0.0, float("-inf")
+        for begin, end in intervals:
+            if end > reach:
+                busy += end - max(begin, reach)
+                reach = end
+        return busy
 
     def _preferred_samples(self) -> list[Sample]:
         """Real traffic when there is enough of it; probes fill in when there is not."""

@@ -16,9 +16,11 @@ from collections import deque
 
 import httpx
 
+from controller.backends.base import ServiceHandle
 from controller.bandwidth import BandwidthEstimator, Sample, Source
 from controller.gateway_client import GatewayClient, SwitchOutcome
 from controller.pipelines import (
+    PROBE_ROLE,
     ManagedPipeline,
     PipelineLauncher,
     PipelineState,
@@ -71,6 +73,8 @@ class Controller:
         self._switch_lock = asyncio.Lock()
         self._transfer_seq: dict[str, int] = {}
         self._last_probe_s = float("-inf")
+        self.probe: ServiceHandle | None = None
+        self.probe_url: str | None = None
         self._http = httpx.AsyncClient(timeout=10.0)
 
     # -- lifecycle -------------------------------------------------------------------
@@ -78,6 +82,8 @@ class Controller:
     async def start(self) -> None:
         """Adopt what is already running, or bring up the planned initial pipeline."""
         await self.adopt()
+        if self.probe is None:
+            self.probe, self.probe_url = await self.launcher.start_probe()
         if self.active is None:
             initial = self.planner.best(
                 parse_bandwidth(self.settings.initial_bandwidth), self.rtt_s
@@ -93,7 +99,11 @@ class Controller:
         handles = await self.launcher.backend.discover()
         found = pipelines_from_services(handles)
         registered = {p.id for p in routing.pipelines}
-        strays = orphan_services(handles, found)
+        probes = [h for h in handles if h.spec.labels.get("neukonfig.role") == PROBE_ROLE]
+        if probes:
+            self.probe = probes[0]
+            self.probe_url = await asyncio.to_thread(self.launcher.link.route, self.probe.url)
+        strays = orphan_services(handles, found) + probes[1:]
         strays += [
             service
             for pipeline_id, pipeline in found.items()
@@ -126,6 +136,9 @@ class Controller:
                 with contextlib.suppress(NeukonfigError):
                     await self.launcher.stop(pipeline)
             self.pipelines.clear()
+            if self.probe is not None:
+                await self.launcher.stop_probe(self.probe)
+                self.probe = None
         await self._http.aclose()
         await self.gateway.aclose()
 
@@ -181,7 +194,7 @@ class Controller:
 
     async def _probe(self) -> None:
         """Send probe bytes across the link to some cloud partition, when traffic is thin."""
-        target = next(
+        target = self.probe_url or next(
             (
                 p.cloud_url_for_edge
                 for p in [self.active, *self.pipelines.values()]

@@ -30,6 +30,9 @@ class DirectLink:
         return None
 
 
+PROBE_ROLE = "probe"
+
+
 class PipelineState(str, enum.Enum):
     STARTING = "starting"
     STANDBY = "standby"
@@ -69,6 +72,7 @@ class PipelineLauncher:
     edge_threads: int | None
     cloud_threads: int | None
     start_timeout_s: float
+    edge_slowdown: float = 1.0
 
     async def start(self, cut: int) -> ManagedPipeline:
         """Start both partitions at once and wait for both; on any failure stop both."""
@@ -99,6 +103,27 @@ class PipelineLauncher:
             raise
         return ManagedPipeline(pipeline_id, cut, edge, cloud, cloud_for_edge, labels=labels)
 
+    async def start_probe(self) -> tuple[ServiceHandle, str]:
+        """A probe-only cloud service (no model) behind the link: a bandwidth probe target
+        that exists whatever the cut, even all-edge, where no cloud partition runs."""
+        labels = {"neukonfig.model": self.model, "neukonfig.role": PROBE_ROLE}
+        spec = ServiceSpec(
+            ServiceKind.CLOUD_PARTITION,
+            f"{self.model}-probe",
+            {"partition_dir": str(self.partition_dir)},
+            labels,
+        )
+        handle = await self.backend.start(spec)
+        try:
+            await self.backend.wait_ready(handle, timeout=self.start_timeout_s)
+        except BaseException:
+            await self.backend.stop(handle)
+            raise
+        return handle, await asyncio.to_thread(self.link.route, handle.url)
+
+    async def stop_probe(self, handle: ServiceHandle) -> None:
+        await self._stop_services([handle])
+
     async def stop(self, pipeline: ManagedPipeline) -> None:
         pipeline.state = PipelineState.STOPPING
         await self._stop_services([s for s in (pipeline.edge, pipeline.cloud) if s is not None])
@@ -124,6 +149,8 @@ class PipelineLauncher:
             settings["threads"] = str(threads)
         if cloud_url:
             settings["cloud_url"] = cloud_url
+        if kind is ServiceKind.EDGE_PARTITION and self.edge_slowdown > 1:
+            settings["slowdown"] = str(self.edge_slowdown)
         role = "edge" if kind is ServiceKind.EDGE_PARTITION else "cloud"
         return ServiceSpec(
             kind, f"{pipeline_id}-{role}", settings, {**labels, "neukonfig.role": role}
@@ -162,4 +189,8 @@ def orphan_services(
 ) -> list[ServiceHandle]:
     """Discovered services that belong to no complete pipeline (a start that was cut short)."""
     kept = {id(s) for p in pipelines.values() for s in (p.edge, p.cloud) if s is not None}
-    return [h for h in handles if id(h) not in kept]
+    return [
+        h
+        for h in handles
+        if id(h) not in kept and h.spec.labels.get("neukonfig.role") != PROBE_ROLE
+    ]

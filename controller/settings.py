@@ -38,6 +38,9 @@ class ControllerSettings(BaseSettings):
     initial_bandwidth: str = Field(default="50mbit", description="Plan the first cut for this")
     rtt: str = Field(default="0ms", description="Link round-trip time the planner assumes")
     edge_threads: int = Field(default=1, ge=1, description="onnxruntime threads per edge partition")
+    edge_slowdown: float = Field(
+        default=1.0, ge=1.0, description="Edge partitions emulate a device this much slower"
+    )
     cloud_threads: int | None = Field(default=None, ge=1)
     start_timeout_s: float = Field(default=120.0, gt=0, description="Bound on a pipeline start")
     drain_timeout_s: float = Field(default=30.0, ge=0)

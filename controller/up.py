@@ -46,6 +46,7 @@ class UpOptions:
     gateway_port: int
     controller_port: int
     edge_threads: int
+    edge_slowdown: float
     link_rate: str | None
     schedule: list[tuple[float, float]]
     traffic_rate: float
@@ -78,7 +79,7 @@ def prepare(options: UpOptions) -> tuple[Manifest, Path, Path, Path]:
     from models.partition import partition_model
     from models.profiler import profile_partitions
     from models.zoo import ZOO_MODELS, build_model
-    from neukonfig.profiles import write_profile
+    from neukonfig.profiles import with_edge_slowdown, write_profile
 
     work = options.workdir
     work.mkdir(parents=True, exist_ok=True)
@@ -98,12 +99,15 @@ def prepare(options: UpOptions) -> tuple[Manifest, Path, Path, Path]:
     manifest = read_manifest(parts)
     profiles = {}
     for role, threads in ((Role.EDGE, options.edge_threads), (Role.CLOUD, None)):
-        path = work / f"{name}-{role.value}-profile.json"
+        slower = f"-x{options.edge_slowdown:g}" if role is Role.EDGE else ""
+        path = work / f"{name}-{role.value}{slower}-t{threads or 'all'}-profile.json"
         if not path.exists():
             say(f"profiling the {role.value} side ({threads or 'all'} threads) into {path} ...")
             profile = profile_partitions(
                 parts, roles=[role], threads=threads, warmup=1, repeats=options.profile_repeats
             )
+            if role is Role.EDGE:
+                profile = with_edge_slowdown(profile, options.edge_slowdown)
             write_profile(path, profile)
         profiles[role] = path
     return manifest, parts, profiles[Role.EDGE], profiles[Role.CLOUD]
@@ -151,6 +155,7 @@ def run_up(options: UpOptions) -> int:
             state_dir=options.workdir / "state",
             port=options.controller_port,
             edge_threads=options.edge_threads,
+            edge_slowdown=options.edge_slowdown,
             initial_bandwidth=options.link_rate or options.initial_bandwidth,
             stop_services_on_exit=True,
         )
@@ -185,14 +190,14 @@ async def _serve(
     _print_endpoints(controller, options, gateway, manifest, token_file)
     helpers = [asyncio.create_task(_status(controller, options))]
     stats = TrafficStats()
+    traffic = None
     if options.traffic_rate > 0:
-        helpers.append(
-            asyncio.create_task(_traffic(gateway.url, manifest, options.traffic_rate, stats))
-        )
+        traffic = asyncio.create_task(_traffic(gateway.url, manifest, options.traffic_rate, stats))
+        helpers.append(traffic)
     if options.schedule and shaped is not None:
         helpers.append(asyncio.create_task(_schedule(shaped, options.schedule)))
     if options.duration_s is not None:
-        helpers.append(asyncio.create_task(_stop_after(server, options.duration_s)))
+        helpers.append(asyncio.create_task(_stop_after(server, options.duration_s, traffic)))
     try:
         await serving
     finally:
@@ -308,8 +313,14 @@ async def _status(controller: Controller, options: UpOptions) -> None:
         )
 
 
-async def _stop_after(server: uvicorn.Server, seconds: float) -> None:
+async def _stop_after(
+    server: uvicorn.Server, seconds: float, traffic: asyncio.Task[None] | None
+) -> None:
+    """Stop the demo traffic first (its last requests finish), then the servers."""
     await asyncio.sleep(seconds)
+    if traffic is not None:
+        traffic.cancel()
+        await asyncio.gather(traffic, return_exceptions=True)
     server.should_exit = True
 
 

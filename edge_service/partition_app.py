@@ -39,9 +39,14 @@ from neukonfig.protocol import (
     TRANSFERS_PATH,
     Transfer,
 )
-from neukonfig.service import add_metrics_route, install_error_handlers, read_body
+from neukonfig.service import (
+    add_metrics_route,
+    add_plain_route,
+    install_error_handlers,
+    read_body,
+)
 
-FRAME_HEADERS = {"content-type": wire.CONTENT_TYPE}
+_FRAME_HEADERS = {"content-type": wire.CONTENT_TYPE}
 
 
 class TransferLog:
@@ -59,7 +64,11 @@ class TransferLog:
 
 def create_app(settings: EdgePartitionSettings) -> FastAPI:
     host = PartitionHost(
-        directory=settings.partition_dir, cut=settings.cut, role=Role.EDGE, threads=settings.threads
+        directory=settings.partition_dir,
+        cut=settings.cut,
+        role=Role.EDGE,
+        threads=settings.threads,
+        slowdown=settings.slowdown,
     )
     metrics = Metrics(service="edge")
     transfers = TransferLog(settings.transfer_log_size)
@@ -83,15 +92,13 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
 
     app = FastAPI(title="neukonfig edge partition", lifespan=lifespan)
     install_error_handlers(app)
-    add_metrics_route(app, metrics)
-    app.include_router(health_router(host))
 
     async def call_cloud(frame: bytes) -> tuple[bytes, float, float]:
         if cloud is None:
             raise NotReadyError("no cloud_url configured for a cut that needs the cloud")
         started = time.perf_counter()
         try:
-            response = await cloud.post(INFER_PATH, content=frame, headers=FRAME_HEADERS)
+            response = await cloud.post(INFER_PATH, content=frame, headers=_FRAME_HEADERS)
         except UpstreamTimeoutError as error:
             raise UpstreamTimeoutError(f"cloud partition timed out: {error.message}") from error
         except UpstreamError as error:
@@ -124,7 +131,6 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
         # The cloud's frame already holds the model outputs: pass it on without re-encoding.
         return Response(outputs, media_type=wire.CONTENT_TYPE, headers=headers)
 
-    @app.post(INFER_PATH)
     async def infer(request: Request) -> Response:
         started = time.perf_counter()
         try:
@@ -135,6 +141,12 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
         metrics.count_request(200)
         metrics.observe_stage(Stage.END_TO_END, time.perf_counter() - started)
         return response
+
+    # Before every other route: a request is matched against the routes in order, and
+    # each one ahead costs ~2-6 µs (12 µs for /metrics and health, measured in-process).
+    add_plain_route(app, INFER_PATH, infer, methods=["POST"])
+    add_metrics_route(app, metrics)
+    app.include_router(health_router(host))
 
     @app.get(TRANSFERS_PATH)
     def recent_transfers(after: int = 0) -> dict[str, list[dict[str, float | int]]]:

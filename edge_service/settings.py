@@ -20,6 +20,9 @@ class EdgePartitionSettings(BaseSettings):
         default=None, description="Base URL of the cloud partition of the same cut (not for cut N)"
     )
     threads: int | None = Field(default=None, ge=1, description="onnxruntime intra-op threads")
+    slowdown: float = Field(
+        default=1.0, ge=1.0, description="Emulate an edge this many times slower than the host"
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8100, ge=0, le=65535)
     max_body_bytes: int = Field(default=64 * 2**20, ge=1)

@@ -84,12 +84,13 @@ class Planner:
         self.indices: tuple[int, ...] = tuple(cut.index for cut in cuts)
         self._position = {index: position for position, index in enumerate(self.indices)}
         crosses = np.array([cut.kind is not CutKind.ALL_EDGE for cut in cuts])
-        self.edge_s = np.asarray(edge_s, dtype=np.float64)
-        self.cloud_s = np.asarray(cloud_s, dtype=np.float64)
-        self.serialization_s = np.where(crosses, np.asarray(serialization_s, np.float64), 0.0)
-        self.frame_bytes = np.where(crosses, np.asarray(frame_bytes, np.int64), 0)
-        self.edge_load_s = np.zeros(count) if edge_load_s is None else np.asarray(edge_load_s)
-        self.cloud_load_s = np.zeros(count) if cloud_load_s is None else np.asarray(cloud_load_s)
+        # Read-only: the sums below are computed once from these.
+        self.edge_s = _frozen(edge_s)
+        self.cloud_s = _frozen(cloud_s)
+        self.serialization_s = _frozen(np.where(crosses, serialization_s, 0.0))
+        self.frame_bytes = _frozen(np.where(crosses, frame_bytes, 0), dtype=np.int64)
+        self.edge_load_s = _frozen(np.zeros(count) if edge_load_s is None else edge_load_s)
+        self.cloud_load_s = _frozen(np.zeros(count) if cloud_load_s is None else cloud_load_s)
         # latency = fixed + rtt * crosses + bits / bandwidth: three arrays, one plan.
         self._fixed = self.edge_s + self.serialization_s + self.cloud_s
         self._crosses = crosses.astype(np.float64)
@@ -151,7 +152,7 @@ class Planner:
 
     def lines(self, rtt_s: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
         """Latency is ``a + b / bandwidth`` per cut: returns (a in s, b in bits)."""
-        _check_link(1.0, rtt_s)
+        _check_rtt(rtt_s)
         return self._fixed + self._crosses * rtt_s, self._bits.copy()
 
     def load_s(self, cut: int) -> float:
@@ -201,8 +202,18 @@ def _check_link(bandwidth_bps: float, rtt_s: float) -> None:
     # "not x > 0" also rejects NaN, which would otherwise make every cut look equal.
     if not bandwidth_bps > 0:
         raise ValueError(f"bandwidth must be a positive number of bits/s, got {bandwidth_bps}")
+    _check_rtt(rtt_s)
+
+
+def _check_rtt(rtt_s: float) -> None:
     if not 0 <= rtt_s < float("inf"):
         raise ValueError(f"rtt must be a finite number of seconds >= 0, got {rtt_s}")
+
+
+def _frozen(values: Sequence[float] | np.ndarray, *, dtype: type = np.float64) -> np.ndarray:
+    array = np.array(values, dtype=dtype)
+    array.setflags(write=False)
+    return array
 
 
 def _profiled_cuts(

@@ -105,7 +105,7 @@ def cmd_partition(args: argparse.Namespace) -> int:
 def cmd_profile(args: argparse.Namespace) -> int:
     from models.profiler import profile_partitions
     from models.runtime import Role
-    from neukonfig.profiles import write_profile
+    from neukonfig.profiles import with_edge_slowdown, write_profile
 
     roles = [Role.EDGE, Role.CLOUD] if args.role == "both" else [Role(args.role)]
     started = time.perf_counter()
@@ -117,6 +117,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         progress=_progress,
     )
+    if args.slowdown != 1.0:
+        profile = with_edge_slowdown(profile, args.slowdown)
     write_profile(args.out, profile)
     print(
         f"wrote {args.out}: {len(profile.cuts)} cuts of {profile.model.name}, "
@@ -259,6 +261,8 @@ def _choice_dict(planner: Planner, choice: CutChoice) -> dict[str, object]:
 def _profile_setup(profile: Profile) -> str:
     threads = f"{profile.threads} thread(s)" if profile.threads else "all threads"
     emulated = ", emulated edge" if profile.emulated_edge else ""
+    if profile.edge_slowdown > 1:
+        emulated += f" {profile.edge_slowdown:g}x slower"
     machine = profile.machine
     return f"{threads}{emulated} on {machine.cpu_model} x{machine.cpu_count}"
 
@@ -287,6 +291,13 @@ def _add_profile_and_plan(commands: argparse._SubParsersAction) -> None:
         type=_positive_int,
         help="onnxruntime intra-op threads (default: one per core); fewer threads than "
         "this machine has, for the edge role, is recorded as an emulated edge",
+    )
+    profile.add_argument(
+        "--slowdown",
+        type=float,
+        default=1.0,
+        help="scale head compute for an edge emulated this many times slower (see "
+        "NEUKONFIG_EDGE_SLOWDOWN)",
     )
     profile.add_argument("--repeats", type=_positive_int, default=10, help="timed runs (10)")
     profile.add_argument("--warmup", type=_positive_int, default=2, help="untimed runs first (2)")
@@ -357,6 +368,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         gateway_port=args.gateway_port,
         controller_port=args.controller_port,
         edge_threads=args.edge_threads,
+        edge_slowdown=args.edge_slowdown,
         link_rate=args.link_rate,
         schedule=parse_schedule(args.schedule),
         traffic_rate=args.traffic,
@@ -384,6 +396,12 @@ def _add_up(commands: argparse._SubParsersAction) -> None:
     up.add_argument("--controller-port", type=int, default=8300)
     up.add_argument(
         "--edge-threads", type=_positive_int, default=1, help="threads per edge partition (1)"
+    )
+    up.add_argument(
+        "--edge-slowdown",
+        type=float,
+        default=1.0,
+        help="emulate an edge device this many times slower than this machine (e.g. 8)",
     )
     up.add_argument("--link-rate", help="emulate the edge-cloud link at this rate, e.g. 50mbit")
     up.add_argument("--schedule", help="change the emulated rate: 5mbit@20,50mbit@40 (seconds)")

@@ -41,8 +41,19 @@ class LoadState(str, enum.Enum):
 class PartitionHost:
     """Owns the one onnxruntime session of a partition service."""
 
-    def __init__(self, *, directory: Path, cut: int, role: Role, threads: int | None) -> None:
+    def __init__(
+        self,
+        *,
+        directory: Path,
+        cut: int | None,
+        role: Role,
+        threads: int | None,
+        slowdown: float = 1.0,
+    ) -> None:
         self.directory = directory
+        # Emulates a device `slowdown` times slower than this host by sleeping after each
+        # run, so the emulation costs no CPU that the other services need.
+        self.slowdown = slowdown
         self.cut = cut
         self.role = role
         self.threads = threads
@@ -53,6 +64,9 @@ class PartitionHost:
         self._partition: Partition | None = None
 
     async def load(self) -> None:
+        if self.cut is None:  # probe-only: answers bandwidth probes, runs nothing
+            self.state = LoadState.READY
+            return
         started = time.perf_counter()
         try:
             self._partition = await anyio.to_thread.run_sync(self._load_and_warm_up)
@@ -67,6 +81,7 @@ class PartitionHost:
         )
 
     def _load_and_warm_up(self) -> Partition:
+        assert self.cut is not None
         partition = load_partition(self.directory, self.cut, self.role, threads=self.threads)
         warm_up(partition)
         started = time.perf_counter()
@@ -76,6 +91,8 @@ class PartitionHost:
 
     @property
     def partition(self) -> Partition:
+        if self.cut is None:
+            raise NotReadyError("this service only answers bandwidth probes (no cut loaded)")
         if self.state is not LoadState.READY or self._partition is None:
             raise NotReadyError(f"{self.role.value} partition is {self.state.value}")
         return self._partition
@@ -92,6 +109,8 @@ class PartitionHost:
             outputs = partition.run(feeds)
         else:
             outputs = await anyio.to_thread.run_sync(partition.run, feeds)
+        if self.slowdown > 1 and partition.session is not None:
+            await asyncio.sleep((time.perf_counter() - started) * (self.slowdown - 1))
         return outputs, time.perf_counter() - started
 
     def info(self) -> dict[str, object]:
@@ -107,6 +126,7 @@ class PartitionHost:
             "outputs": partition.outputs if partition else None,
             "load_seconds": self.load_seconds,
             "warm_run_seconds": self.warm_run_seconds,
+            "slowdown": self.slowdown,
             "rss_bytes": psutil.Process(os.getpid()).memory_info().rss,
             "pid": os.getpid(),
         }

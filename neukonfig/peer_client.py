@@ -101,6 +101,9 @@ class _Connection:
         self.idle_since = 0.0
         self._received_at_release = 0
 
+    def expired(self, now: float) -> bool:
+        return now - self.idle_since >= IDLE_EXPIRY_S
+
     def park(self, now: float) -> None:
         self.reused = True
         self.idle_since = now
@@ -109,7 +112,7 @@ class _Connection:
     def reusable(self, now: float) -> bool:
         """Not expired, not closed by the peer, and no unsolicited bytes while idle."""
         return (
-            now - self.idle_since < IDLE_EXPIRY_S
+            not self.expired(now)
             and not self.writer.is_closing()
             and not self.reader.at_eof()
             and self.reader.exception() is None
@@ -225,7 +228,7 @@ class PeerClient:
         received_before = reader.received
         try:
             if content:
-                # One write call and no join: uvloop hands both buffers to one writev.
+                # One call and no join: uvloop (under uvicorn) sends both in one writev.
                 writer.writelines((head, content))
             else:
                 writer.write(head)
@@ -252,6 +255,10 @@ class PeerClient:
 
     def _take_idle(self) -> _Connection | None:
         now = asyncio.get_running_loop().time()
+        # The oldest sit at the bottom, where last-in-first-out never reaches them after a
+        # burst: close the expired ones rather than keep their sockets open.
+        while self._idle and self._idle[0].expired(now):
+            self._drop(self._idle.popleft())
         while self._idle:
             # Last in, first out: the most recently used connection is the least likely to
             # have been closed by the peer's idle timeout.

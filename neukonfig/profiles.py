@@ -97,6 +97,12 @@ class Profile(BaseModel):
         description="The edge role was measured with fewer threads than this machine has, "
         "to stand in for a slower edge device"
     )
+    edge_slowdown: float = Field(
+        default=1.0,
+        ge=1.0,
+        description="Head compute times were multiplied by this, matching edge partitions "
+        "started with the same slowdown (a slower device emulated by sleeping)",
+    )
     machine: MachineInfo
     onnxruntime_version: str
     providers: list[str]
@@ -111,6 +117,35 @@ class Profile(BaseModel):
             if cut.index == index:
                 return cut
         return None
+
+
+def with_edge_slowdown(profile: Profile, factor: float) -> Profile:
+    """The profile of an edge ``factor`` times slower: head compute scaled, loads not
+    (an emulated edge sleeps after each run; it loads sessions at the host's speed)."""
+    if factor < 1:
+        raise InvalidProfileError(f"an edge slowdown must be at least 1, got {factor:g}")
+
+    def scale(stats: TimingStats | None) -> TimingStats | None:
+        if stats is None:
+            return None
+        return stats.model_copy(
+            update={k: getattr(stats, k) * factor for k in ("median_s", "p90_s", "min_s", "max_s")}
+        )
+
+    cuts = []
+    for cut in profile.cuts:
+        head = cut.head
+        if head is not None:
+            head = head.model_copy(update={"compute": scale(head.compute)})
+        cuts.append(cut.model_copy(update={"head": head}))
+    emulated = profile.emulated_edge or factor > 1
+    return profile.model_copy(
+        update={
+            "cuts": cuts,
+            "edge_slowdown": profile.edge_slowdown * factor,
+            "emulated_edge": emulated,
+        }
+    )
 
 
 def read_profile(path: str | Path) -> Profile:

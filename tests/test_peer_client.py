@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from neukonfig import peer_client
 from neukonfig.errors import UpstreamError, UpstreamTimeoutError
 from neukonfig.peer_client import READ_LIMIT, PeerClient, PeerResponse
 
@@ -303,6 +304,18 @@ async def test_idle_connections_are_reused_last_in_first_out() -> None:
     )
     assert slow.connection != fast.connection
     assert following.connection == slow.connection  # released last, so taken first
+
+
+async def test_connections_idle_past_the_expiry_are_closed_not_reused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(peer_client, "IDLE_EXPIRY_S", 0.05)
+    async with RawPeer(answering(echo_id, delay=0.02)) as peer, client_for(peer.url) as client:
+        await asyncio.gather(*(client.get("/") for _ in range(3)))
+        await asyncio.sleep(0.1)
+        await client.get("/")
+        await peer.wait_ended(3)  # the client closed all three expired connections
+    assert peer.connections == 4
 
 
 async def test_connection_close_answers_are_honoured() -> None:

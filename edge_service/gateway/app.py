@@ -33,7 +33,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app = FastAPI(title="neukonfig edge gateway", lifespan=lifespan)
     app.state.routing = table
     install_error_handlers(app)
+    app.include_router(inference_router(table, settings, manifest, metrics))  # first: hot path
     add_metrics_route(app, metrics)
-    app.include_router(inference_router(table, settings, manifest, metrics))
     app.include_router(admin_router(table, settings, health))
     return app

@@ -42,7 +42,7 @@ from neukonfig.protocol import (
     INFER_PATH,
     TRANSFER_SECONDS_HEADER,
 )
-from neukonfig.service import read_body
+from neukonfig.service import add_plain_route, read_body
 
 MODEL_VERSION = "1"
 _FRAME_HEADERS = {"content-type": wire.CONTENT_TYPE}
@@ -81,6 +81,42 @@ def inference_router(
         ready = table.active is not None
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
+    async def infer(model_name: str, request: Request, version: str | None) -> Response:
+        started = time.perf_counter()
+        try:
+            require_model(model_name, version)
+            parsed = parse_infer_request(
+                await read_body(request, limit=settings.max_body_bytes),
+                header_length=parse_header_length(request.headers.get(HEADER_LENGTH)),
+                inputs=inputs,
+                outputs=outputs,
+                max_elements=settings.max_elements,
+            )
+            response = await _forward(table, parsed, settings, metrics)
+        except NeukonfigError as error:
+            metrics.count_request(error.status_code)
+            raise
+        body, headers = encode_infer_response(
+            model_name=name, model_version=MODEL_VERSION, request=parsed, outputs=response
+        )
+        metrics.count_request(200)
+        metrics.observe_stage(Stage.END_TO_END, time.perf_counter() - started)
+        return Response(body, headers=headers)
+
+    async def infer_latest(request: Request) -> Response:
+        return await infer(request.path_params["model_name"], request, None)
+
+    async def infer_version(request: Request) -> Response:
+        params = request.path_params
+        return await infer(params["model_name"], request, params["version"])
+
+    # Before every other route: a request is matched against the routes in order, and
+    # each one ahead costs ~2-6 µs (12 µs for /metrics and health, measured in-process).
+    add_plain_route(router, "/v2/models/{model_name}/infer", infer_latest, methods=["POST"])
+    add_plain_route(
+        router, "/v2/models/{model_name}/versions/{version}/infer", infer_version, methods=["POST"]
+    )
+
     @router.get("/v2")
     def server_metadata() -> dict[str, object]:
         return {
@@ -112,36 +148,6 @@ def inference_router(
     def model_ready(model_name: str) -> JSONResponse:
         require_model(model_name)
         return ready_response()
-
-    async def infer(model_name: str, request: Request, version: str | None) -> Response:
-        started = time.perf_counter()
-        try:
-            require_model(model_name, version)
-            parsed = parse_infer_request(
-                await read_body(request, limit=settings.max_body_bytes),
-                header_length=parse_header_length(request.headers.get(HEADER_LENGTH)),
-                inputs=inputs,
-                outputs=outputs,
-                max_elements=settings.max_elements,
-            )
-            response = await _forward(table, parsed, settings, metrics)
-        except NeukonfigError as error:
-            metrics.count_request(error.status_code)
-            raise
-        body, headers = encode_infer_response(
-            model_name=name, model_version=MODEL_VERSION, request=parsed, outputs=response
-        )
-        metrics.count_request(200)
-        metrics.observe_stage(Stage.END_TO_END, time.perf_counter() - started)
-        return Response(body, headers=headers)
-
-    @router.post("/v2/models/{model_name}/infer")
-    async def infer_latest(model_name: str, request: Request) -> Response:
-        return await infer(model_name, request, None)
-
-    @router.post("/v2/models/{model_name}/versions/{version}/infer")
-    async def infer_version(model_name: str, version: str, request: Request) -> Response:
-        return await infer(model_name, request, version)
 
     return router
 

@@ -71,7 +71,7 @@ class Pipeline:
     async def wait_idle(self, timeout: float) -> DrainOutcome:
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not the builtin on Python 3.10
             return DrainOutcome.TIMED_OUT
         return DrainOutcome.DRAINED
 
@@ -167,7 +167,7 @@ class RoutingTable:
         if self.active is None:
             try:
                 await asyncio.wait_for(self._pointer_set.wait(), wait_timeout)
-            except TimeoutError:
+            except asyncio.TimeoutError:  # not the builtin on Python 3.10
                 raise NotReadyError(
                     f"no active pipeline for model {self.model!r} after {wait_timeout:g} s"
                 ) from None

@@ -20,8 +20,8 @@ from testbed.shaped_link import ShapedLink
 # cut more. Then at 50 mbit shipping the 12 KiB input (cut 0, ~2 ms) wins, and at
 # 2 mbit (49 ms for the input) the 256-byte cut 11 after the pooling wins (cut 12,
 # just as small, gets a slower head so that the answer is unique).
-SLOW_HEAD_S = 0.003
-ALL_EDGE_S = 0.010
+SLOW_HEAD_S = 0.010
+ALL_EDGE_S = 0.030
 HIGH, LOW = 50e6, 2e6
 CUT_AT_HIGH, CUT_AT_LOW = 0, 11
 

@@ -21,14 +21,22 @@ def stream(
     seed: int = 0,
     rtt: float = 0.0,
 ):
-    """Feed transfers of ``size`` bytes at a fixed request rate; yield (time, estimate)."""
+    """Transfers of ``size`` bytes sent at a fixed rate over a FIFO link whose capacity
+    follows ``bandwidth_of``; yield (time, estimate) each tick. A transfer's seconds
+    count from its send, so queueing behind earlier ones is included, as on the edge."""
     rng = np.random.default_rng(seed)
-    now, next_transfer = 0.0, 0.0
+    now, next_send, link_free = 0.0, 0.0, 0.0
+    pending: list[Sample] = []
     while now < until:
-        while next_transfer <= now:
-            bps = bandwidth_of(next_transfer) * (1 + noise * rng.standard_normal())
-            estimator.add(Sample(next_transfer, size, rtt + size * 8 / bps))
-            next_transfer += every
+        while next_send <= now:
+            bps = bandwidth_of(next_send) * (1 + noise * rng.standard_normal())
+            start = max(next_send, link_free)
+            link_free = start + size * 8 / bps
+            pending.append(Sample(link_free + rtt, size, link_free + rtt - next_send))
+            next_send += every
+        for sample in [s for s in pending if s.at_s <= now]:
+            estimator.add(sample)
+            pending.remove(sample)
         yield now, estimator.update(now).bits_per_second
         now += TICK
 
@@ -76,7 +84,7 @@ def test_probes_fill_in_and_real_traffic_takes_over() -> None:
     assert first.source is Source.ACTIVE
     assert first.bits_per_second == pytest.approx(10e6)
     for i in range(5):
-        estimator.add(Sample(0.2 + i * 0.01, 100_000, 100_000 * 8 / 40e6))
+        estimator.add(Sample(0.2 + i * 0.02, 100_000, 100_000 * 8 / 40e6))
     second = estimator.update(0.3)
     assert second.source is Source.PASSIVE
     assert second.bits_per_second == pytest.approx(40e6)
@@ -84,3 +92,13 @@ def test_probes_fill_in_and_real_traffic_takes_over() -> None:
 
 def test_no_samples_means_no_estimate() -> None:
     assert BandwidthEstimator().update(1.0).bits_per_second is None
+
+
+def test_a_saturated_link_with_queued_transfers_gives_its_capacity() -> None:
+    """Four transfers queue on a 5 mbit link: each takes longer, but the link is busy."""
+    estimator = BandwidthEstimator()
+    size, capacity = 100_000, 5e6
+    per_transfer = size * 8 / capacity
+    for i in range(4):  # all sent at t=0, finished one after another
+        estimator.add(Sample((i + 1) * per_transfer, size, (i + 1) * per_transfer))
+    assert estimator.update(4 * per_transfer).bits_per_second == pytest.approx(capacity, rel=1e-6)

@@ -4,6 +4,7 @@ service to the new best cut, with each strategy."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from controller.core import Controller
 from controller.settings import ControllerSettings, StrategyName
 from controller.strategies import Outcome
 
-from conftest import CUT_AT_HIGH, CUT_AT_LOW, LOW
+from conftest import CUT_AT_HIGH, CUT_AT_LOW, HIGH, LOW
 
 RATE_PER_S = 10
 
@@ -91,7 +92,10 @@ async def wait_for(condition, timeout: float) -> bool:
     return False
 
 
-async def drop_bandwidth_scenario(controller: Controller, gateway_url: str, link) -> list:
+async def drop_bandwidth_scenario(
+    controller: Controller, gateway_url: str, link, rates: tuple[float, ...] = (LOW,)
+) -> list:
+    """Serve at HIGH, then step the link through ``rates``, each held until a switch."""
     await controller.start()
     assert controller.active is not None
     assert controller.active.cut == CUT_AT_HIGH
@@ -100,10 +104,11 @@ async def drop_bandwidth_scenario(controller: Controller, gateway_url: str, link
     load = asyncio.create_task(open_loop(f"{gateway_url}/v2/models/tiny/infer", stop))
     try:
         await asyncio.sleep(1.5)
-        link.set_rate(LOW)
-        switched = await wait_for(lambda: bool(controller.history), timeout=30)
-        await asyncio.sleep(1.0)
-        assert switched, controller.state()
+        for number, rate in enumerate(rates, start=1):
+            link.set_rate(rate)
+            switched = await wait_for(lambda n=number: len(controller.history) >= n, timeout=30)
+            assert switched, json.dumps(controller.state(), default=str)
+            await asyncio.sleep(1.0)
     finally:
         stop.set()
         results = await load
@@ -132,3 +137,17 @@ def test_bandwidth_drop_moves_to_the_new_best_cut(
         assert record.downtime_s < 1e-3
     assert len(results) > 20
     assert not list((tmp_path / "state").glob("*.json")), "every started service was stopped"
+
+
+def test_bandwidth_recovery_moves_back_using_probes(slow_edge_tiny, gateway, token, link, tmp_path):
+    """At cut 11 only 256 bytes cross per request: too thin to estimate from, so the
+    controller probes the link, sees it recover, and moves back to cut 0."""
+    settings = settings_for(
+        slow_edge_tiny, gateway, token, tmp_path / "state", strategy=StrategyName.SWITCH_STANDBY
+    )
+    controller = build_controller(settings, link=link)
+    results = asyncio.run(drop_bandwidth_scenario(controller, gateway.url, link, (LOW, HIGH)))
+    moves = [(r.from_cut, r.to_cut) for r in controller.history]
+    assert moves == [(CUT_AT_HIGH, CUT_AT_LOW), (CUT_AT_LOW, CUT_AT_HIGH)]
+    assert all(r.outcome is Outcome.SWITCHED for r in controller.history)
+    assert [r for r in results if r[1] != 200] == []

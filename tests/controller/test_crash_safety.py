@@ -108,7 +108,7 @@ def test_killed_controller_leaves_serving_and_restart_adopts(controller_process,
     records = sorted(p.name for p in state.glob("*.json"))
     assert before["active"] is not None
     assert len(before["pipelines"]) == 2  # active + one standby
-    assert len(records) == 4  # an edge and a cloud service per pipeline
+    assert len(records) == 5  # an edge and a cloud per pipeline, and the probe target
 
     os.kill(first.process.pid, signal.SIGKILL)
     first.process.wait(timeout=10)

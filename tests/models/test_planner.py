@@ -155,3 +155,9 @@ def test_planner_needs_matching_columns() -> None:
             serialization_s=[0.0] * 3,
             frame_bytes=[0] * 3,
         )
+
+
+def test_planner_arrays_are_read_only() -> None:
+    planner = planner_for(HAND)
+    with pytest.raises(ValueError, match="read-only"):
+        planner.edge_s[1] = 0.0

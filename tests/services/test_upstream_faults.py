@@ -1,0 +1,84 @@
+"""A partition service that hangs or dies behind a serving gateway: 504 or 502 naming what
+failed, within the gateway's bound, and serving resumes once the service is back."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from stack import Stack, expected_logits, start_stack
+
+from oip_client import binary_request, outputs_of
+
+REQUEST_TIMEOUT_S = 1.0
+BATCH = np.random.default_rng(3).standard_normal((1, 3, 32, 32), dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def stack(services, tiny_parts: Path, admin_token: str) -> Stack:
+    return start_stack(
+        services,
+        tiny_parts,
+        "tiny",
+        admin_token,
+        [2, 5],
+        request_timeout_s=str(REQUEST_TIMEOUT_S),
+    )
+
+
+def infer(stack: Stack) -> httpx.Response:
+    body, headers = binary_request("input", BATCH)
+    return httpx.post(stack.infer_url, content=body, headers=headers, timeout=30)
+
+
+def assert_serves(stack: Stack, parts: Path) -> None:
+    response = infer(stack)
+    assert response.status_code == 200, response.text
+    np.testing.assert_allclose(
+        outputs_of(response)["logits"], expected_logits(parts, BATCH), rtol=1e-4, atol=1e-5
+    )
+
+
+def error_of(response: httpx.Response, status: int) -> str:
+    assert response.status_code == status, response.text
+    return response.json()["error"]
+
+
+def test_a_frozen_edge_gives_504_within_the_bound_and_serving_resumes(
+    stack: Stack, tiny_parts: Path
+) -> None:
+    assert stack.switch("p2").status_code == 200
+    assert_serves(stack, tiny_parts)  # leaves an idle keep-alive connection to the edge
+    edge, _ = stack.pipelines[2]
+    assert edge.process is not None
+    edge.process.send_signal(signal.SIGSTOP)  # accepts bytes in its socket, never answers
+    try:
+        started = time.monotonic()
+        response = infer(stack)
+        elapsed = time.monotonic() - started
+    finally:
+        edge.process.send_signal(signal.SIGCONT)
+    assert "pipeline p2 timed out" in error_of(response, 504)
+    assert REQUEST_TIMEOUT_S * 0.9 < elapsed < REQUEST_TIMEOUT_S + 3
+    assert_serves(stack, tiny_parts)
+
+
+def test_dead_partition_services_give_502_naming_the_one_that_failed(
+    stack: Stack, tiny_parts: Path
+) -> None:
+    assert stack.switch("p5").status_code == 200
+    assert_serves(stack, tiny_parts)
+    edge, cloud = stack.pipelines[5]
+    assert cloud is not None
+    cloud.kill()
+    message = error_of(infer(stack), 502)
+    assert "cloud partition unreachable" in message
+    assert cloud.url in message
+    edge.kill()
+    message = error_of(infer(stack), 502)
+    assert "pipeline p5 unreachable" in message
+    assert edge.url in message
