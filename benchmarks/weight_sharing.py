@@ -333,7 +333,7 @@ def run_config(directory: Path, cuts: list[int], config: Config, runs: int) -> d
 
 
 def floor_memory(directory: Path) -> dict[str, float]:
-    """A worker that imports onnxruntime and numpy but loads no head: per-process floor."""
+    """A worker that imports what every worker imports but loads no head: per-process floor."""
     worker = Worker(directory, [], 1)
     try:
         return memory([worker.process.pid])
@@ -409,8 +409,9 @@ def bench_model(
             union.update(weights[cut])
         for config in configs:
             print(f"  {model} k={k} {config.key} cuts={chosen}", file=sys.stderr, flush=True)
-            # Allocator noise moves a process's anonymous memory by ~15 MB from one run to
-            # the next, so each configuration is measured ``repeat`` times; keep the median.
+            # Allocator noise moves a process's anonymous memory by up to ~40 MB (rarely
+            # ~100 MB) between runs, so measure each configuration ``repeat`` times and
+            # keep the median.
             trials = sorted(
                 (run_config(directory, chosen, config, runs) for _ in range(repeat)),
                 key=lambda trial: trial["total_pss_mb"],

@@ -53,6 +53,8 @@ class BandwidthEstimator:
         step_ratio: float = 1.5,
         min_window_bytes: int = 16 * 1024,
         rtt_s: float = 0.0,
+        min_samples: int = 3,
+        max_age_s: float = 10.0,
     ) -> None:
         if not 0 < smoothing <= 1:
             raise ValueError("smoothing must be in (0, 1]")
@@ -61,6 +63,11 @@ class BandwidthEstimator:
         self.step_ratio = step_ratio
         self.min_window_bytes = min_window_bytes
         self.rtt_s = rtt_s  # subtracted from each sample: the link's fixed latency
+        # On a slow, saturated link a big tensor may complete less than once per window,
+        # and one transfer's time is mostly queueing: keep a few older ones to measure
+        # the busy link across completions.
+        self.min_samples = min_samples
+        self.max_age_s = max_age_s
         self._samples: deque[Sample] = deque()
         self._smoothed: float | None = None
         self._source: Source | None = None
@@ -72,7 +79,8 @@ class BandwidthEstimator:
     def needs_probe(self, now_s: float) -> bool:
         """True when real traffic in the window is too thin to estimate from."""
         self._expire(now_s)
-        passive = sum(s.bytes for s in self._samples if s.source is Source.PASSIVE)
+        recent = [s for s in self._samples if s.at_s >= now_s - self.window_s]
+        passive = sum(s.bytes for s in recent if s.source is Source.PASSIVE)
         return passive < self.min_window_bytes
 
     def update(self, now_s: float) -> Estimate:
@@ -136,4 +144,9 @@ class BandwidthEstimator:
 
     def _expire(self, now_s: float) -> None:
         while self._samples and self._samples[0].at_s < now_s - self.window_s:
+            if (
+                len(self._samples) <= self.min_samples
+                and self._samples[0].at_s >= now_s - self.max_age_s
+            ):
+                break
             self._samples.popleft()

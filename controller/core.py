@@ -128,6 +128,8 @@ class Controller:
                 await self.tick()
             except NeukonfigError as error:
                 log.warning("control tick failed: %s", error)
+            except Exception:  # the loop must outlive any one bad tick
+                log.exception("control tick failed unexpectedly")
             await asyncio.sleep(self.settings.tick_s)
 
     async def shutdown(self) -> None:

@@ -69,6 +69,7 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
         role=Role.EDGE,
         threads=settings.threads,
         slowdown=settings.slowdown,
+        share_weights=settings.share_weights,
     )
     metrics = Metrics(service="edge")
     transfers = TransferLog(settings.transfer_log_size)

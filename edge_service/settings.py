@@ -20,6 +20,11 @@ class EdgePartitionSettings(BaseSettings):
         default=None, description="Base URL of the cloud partition of the same cut (not for cut N)"
     )
     threads: int | None = Field(default=None, ge=1, description="onnxruntime intra-op threads")
+    share_weights: bool = Field(
+        default=True,
+        description="Keep weights memory-mapped and shared between heads (no pre-packing); "
+        "see docs/weight_sharing.md",
+    )
     slowdown: float = Field(
         default=1.0, ge=1.0, description="Emulate an edge this many times slower than the host"
     )

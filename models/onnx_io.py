@@ -169,7 +169,21 @@ def _external_location(tensor: onnx.TensorProto, base_dir: Path) -> tuple[Path, 
     return location, int(entries.get("offset", 0)), int(entries.get("length", -1))
 
 
-def write_weights(model: LoadedModel, stream: BinaryIO, *, release: bool = True) -> None:
+class SizeOnly:
+    """A stream that only counts: lays weights out without writing them."""
+
+    def __init__(self) -> None:
+        self._position = 0
+
+    def tell(self) -> int:
+        return self._position
+
+    def write(self, data: bytes) -> int:
+        self._position += len(data)
+        return len(data)
+
+
+def write_weights(model: LoadedModel, stream: BinaryIO | SizeOnly, *, release: bool = True) -> None:
     """Write every stripped weight once, page-aligned, and point the proto at the file.
 
     With ``release`` the in-memory copy of each tensor is dropped as soon as it is on

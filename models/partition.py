@@ -18,7 +18,7 @@ import onnx
 
 from models.cuts import CutPoint, find_cuts, select_cuts, tensor_type
 from models.graph import GraphIndex, node_inputs
-from models.onnx_io import WEIGHTS_FILE, LoadedModel, load_model, write_weights
+from models.onnx_io import WEIGHTS_FILE, LoadedModel, SizeOnly, load_model, write_weights
 from neukonfig.errors import OutputDirConflictError, UnsupportedModelError
 from neukonfig.manifest import (
     MANIFEST_FILE,
@@ -55,7 +55,7 @@ def partition_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     has_weights = bool(model.weights.names())
     report(f"writing shared weights to {out_dir / WEIGHTS_FILE}")
-    _write_weights_and_full_model(model, out_dir)
+    _write_weights_and_full_model(model, out_dir, keep_existing=previous is not None)
     specs = {cut.index: cut for cut in previous.cuts} if previous else {}
     for number, cut in enumerate(chosen, start=1):
         report(f"[{number}/{len(chosen)}] cut {cut.index} ({cut.kind.value}) {cut.tensor or ''}")
@@ -84,9 +84,20 @@ def _previous_manifest(out_dir: Path, model: LoadedModel) -> Manifest | None:
     return previous
 
 
-def _write_weights_and_full_model(model: LoadedModel, out_dir: Path) -> None:
+def _write_weights_and_full_model(
+    model: LoadedModel, out_dir: Path, *, keep_existing: bool
+) -> None:
+    weights = out_dir / WEIGHTS_FILE
+    if keep_existing and weights.is_file():
+        # Same model (sha256) and the layout is deterministic: leave the file that running
+        # heads have memory-mapped, or new heads would map a second copy of the weights.
+        sink = SizeOnly()
+        write_weights(model, sink)
+        if sink.tell() == weights.stat().st_size:
+            _save(model.proto, out_dir / FULL_MODEL_FILE)
+            return
     # Replace by rename: a running service may have the old weights memory-mapped.
-    with _atomic_file(out_dir / WEIGHTS_FILE) as stream:
+    with _atomic_file(weights) as stream:
         write_weights(model, stream)
     _save(model.proto, out_dir / FULL_MODEL_FILE)
 

@@ -47,8 +47,8 @@ def session_options(
         # Pre-packing copies each MatMul/Gemm weight into a private buffer and drops the
         # memory-mapped weights.bin pages; without it the page-aligned weights stay mapped
         # and the page cache holds them once for every head. Measured (ORT 1.32, x86_64,
-        # benchmarks/weight_sharing.py): a second VGG16 FC head costs ~150 MB instead of
-        # ~500 MB, with no measurable latency change at batch 1 and 4x faster creation.
+        # benchmarks/weight_sharing.py): a second VGG16 FC head costs ~180 MB instead of
+        # ~575 MB, with no measurable latency change at batch 1 and 4x faster creation.
         options.add_session_config_entry("session.disable_prepacking", "1")
     return options
 
@@ -86,6 +86,7 @@ def load_partition(
     *,
     threads: int | None = None,
     manifest: Manifest | None = None,
+    share_weights: bool = False,
 ) -> Partition:
     directory = Path(directory)
     manifest = manifest or read_manifest(directory)
@@ -98,7 +99,9 @@ def load_partition(
         return Partition(manifest, cut, role, None, None, inputs, [t.name for t in inputs])
     path = directory / name
     session = ort.InferenceSession(
-        str(path), session_options(threads=threads), providers=["CPUExecutionProvider"]
+        str(path),
+        session_options(threads=threads, share_weights=share_weights),
+        providers=["CPUExecutionProvider"],
     )
     outputs = [output.name for output in session.get_outputs()]
     return Partition(manifest, cut, role, path, session, inputs, outputs)

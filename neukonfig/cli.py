@@ -354,7 +354,66 @@ def build_parser() -> argparse.ArgumentParser:
     partition.set_defaults(handler=cmd_partition)
     _add_profile_and_plan(commands)
     _add_up(commands)
+    _add_bench(commands)
     return parser
+
+
+def cmd_bench_downtime(args: argparse.Namespace) -> int:
+    import json
+
+    from controller.settings import StrategyName
+    from controller.up import parse_schedule
+    from testbed.downtime import DowntimeScenario, markdown_table, run_downtime
+
+    try:
+        strategies = [StrategyName(name.strip()) for name in args.strategies.split(",")]
+    except ValueError as error:
+        known = ", ".join(s.value for s in StrategyName)
+        raise NeukonfigError(f"{error}; strategies are {known}") from None
+    schedule = parse_schedule(args.schedule)
+    if not schedule or schedule[0][0] != 0:
+        raise NeukonfigError("--schedule must start with a rate at 0, e.g. 50mbit@0,5mbit@20")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    results = Path(args.results_dir or f"results/downtime-{args.model}-{stamp}")
+    results.mkdir(parents=True, exist_ok=True)
+    scenario = DowntimeScenario(
+        model=args.model,
+        strategies=strategies,
+        schedule=schedule,
+        rate_per_s=args.rate,
+        duration_s=args.duration or schedule[-1][0] + 20,
+        workdir=Path(args.workdir),
+        edge_slowdown=args.edge_slowdown,
+        edge_threads=args.edge_threads,
+        seed=args.seed,
+    )
+    report = run_downtime(scenario, _progress)
+    table = markdown_table(report)
+    out = Path(args.json) if args.json else results / "downtime.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    (results / "table.md").write_text(table + "\n")
+    print(table)
+    print(f"\nresults in {results} (JSON: {out})")
+    return 0
+
+
+def _add_bench(commands: argparse._SubParsersAction) -> None:
+    bench = commands.add_parser("bench", help="run the benchmarks")
+    kinds = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")
+    downtime = kinds.add_parser("downtime", help="every strategy through one bandwidth schedule")
+    downtime.add_argument("--model", default="mobilenetv2", help="zoo model name or .onnx")
+    downtime.add_argument("--strategies", default="pause_resume,switch_on_demand,switch_standby")
+    downtime.add_argument("--schedule", default="50mbit@0,5mbit@20,50mbit@40")
+    downtime.add_argument("--rate", type=float, default=10.0, help="probe requests per second")
+    downtime.add_argument("--duration", type=float, help="seconds per strategy (last step + 20)")
+    downtime.add_argument("--edge-slowdown", type=float, default=1.0)
+    downtime.add_argument("--edge-threads", type=_positive_int, default=1)
+    downtime.add_argument("--workdir", default=".neukonfig/bench")
+    downtime.add_argument("--results-dir", help="default results/downtime-MODEL-TIMESTAMP")
+    downtime.add_argument("--json", help="also write the JSON here")
+    downtime.add_argument("--seed", type=int, default=0)
+    downtime.set_defaults(handler=cmd_bench_downtime)
 
 
 def cmd_up(args: argparse.Namespace) -> int:

@@ -49,11 +49,13 @@ class PartitionHost:
         role: Role,
         threads: int | None,
         slowdown: float = 1.0,
+        share_weights: bool = False,
     ) -> None:
         self.directory = directory
         # Emulates a device `slowdown` times slower than this host by sleeping after each
         # run, so the emulation costs no CPU that the other services need.
         self.slowdown = slowdown
+        self.share_weights = share_weights
         self.cut = cut
         self.role = role
         self.threads = threads
@@ -82,7 +84,13 @@ class PartitionHost:
 
     def _load_and_warm_up(self) -> Partition:
         assert self.cut is not None
-        partition = load_partition(self.directory, self.cut, self.role, threads=self.threads)
+        partition = load_partition(
+            self.directory,
+            self.cut,
+            self.role,
+            threads=self.threads,
+            share_weights=self.share_weights,
+        )
         warm_up(partition)
         started = time.perf_counter()
         warm_up(partition)
@@ -127,6 +135,8 @@ class PartitionHost:
             "load_seconds": self.load_seconds,
             "warm_run_seconds": self.warm_run_seconds,
             "slowdown": self.slowdown,
+            # PSS, not RSS: weights mapped by several heads are shared between them.
+            "pss_bytes": psutil.Process(os.getpid()).memory_full_info().pss,
             "rss_bytes": psutil.Process(os.getpid()).memory_info().rss,
             "pid": os.getpid(),
         }

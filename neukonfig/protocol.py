@@ -21,6 +21,9 @@ EDGE_SECONDS_HEADER = "x-neukonfig-edge-seconds"  # edge -> gateway, and the thr
 TRANSFER_SECONDS_HEADER = "x-neukonfig-transfer-seconds"
 CLOUD_SECONDS_HEADER = "x-neukonfig-cloud-seconds"
 TRANSFER_BYTES_HEADER = "x-neukonfig-transfer-bytes"
+# gateway -> client: which pipeline (and cut) answered this request.
+PIPELINE_HEADER = "x-neukonfig-pipeline"
+CUT_HEADER = "x-neukonfig-cut"
 
 
 @dataclass(frozen=True)

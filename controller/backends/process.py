@@ -89,7 +89,11 @@ class ProcessBackend(Backend):
 
     async def memory_bytes(self, handle: ServiceHandle) -> int | None:
         process = self._process(handle)
-        return process.memory_info().rss if process is not None else None
+        if process is None:
+            return None
+        # PSS splits pages shared between processes (memory-mapped weights.bin, libraries),
+        # so summing it over edge services does not count shared weights twice.
+        return (await asyncio.to_thread(process.memory_full_info)).pss
 
     async def close(self) -> None:
         await self._http.aclose()

@@ -38,8 +38,10 @@ from neukonfig.metrics import Metrics, Stage
 from neukonfig.peer_client import PeerResponse
 from neukonfig.protocol import (
     CLOUD_SECONDS_HEADER,
+    CUT_HEADER,
     EDGE_SECONDS_HEADER,
     INFER_PATH,
+    PIPELINE_HEADER,
     TRANSFER_SECONDS_HEADER,
 )
 from neukonfig.service import add_plain_route, read_body
@@ -92,7 +94,7 @@ def inference_router(
                 outputs=outputs,
                 max_elements=settings.max_elements,
             )
-            response = await _forward(table, parsed, settings, metrics)
+            response, pipeline = await _forward(table, parsed, settings, metrics)
         except NeukonfigError as error:
             metrics.count_request(error.status_code)
             raise
@@ -101,6 +103,9 @@ def inference_router(
         )
         metrics.count_request(200)
         metrics.observe_stage(Stage.END_TO_END, time.perf_counter() - started)
+        # Which pipeline answered: lets probe clients see when traffic moved.
+        headers[PIPELINE_HEADER] = pipeline.id
+        headers[CUT_HEADER] = str(pipeline.cut)
         return Response(body, headers=headers)
 
     async def infer_latest(request: Request) -> Response:
@@ -154,7 +159,7 @@ def inference_router(
 
 async def _forward(
     table: RoutingTable, parsed: InferRequest, settings: GatewaySettings, metrics: Metrics
-) -> dict[str, np.ndarray]:
+) -> tuple[dict[str, np.ndarray], Pipeline]:
     frame = wire.encode(parsed.inputs)
     pipeline = await table.acquire(wait_timeout=settings.pause_wait_timeout_s)
     try:
@@ -165,7 +170,7 @@ async def _forward(
         if header in response.headers:
             metrics.observe_stage(stage, float(response.headers[header]))
     try:
-        return wire.decode(response.content)
+        return wire.decode(response.content), pipeline
     except wire.WireFormatError as error:
         raise UpstreamError(f"pipeline {pipeline.id} sent a malformed answer: {error}") from error
 

@@ -102,3 +102,11 @@ def test_a_saturated_link_with_queued_transfers_gives_its_capacity() -> None:
     for i in range(4):  # all sent at t=0, finished one after another
         estimator.add(Sample((i + 1) * per_transfer, size, (i + 1) * per_transfer))
     assert estimator.update(4 * per_transfer).bits_per_second == pytest.approx(capacity, rel=1e-6)
+
+
+def test_big_transfers_on_a_saturated_slow_link_are_measured_across_completions() -> None:
+    """600 KB tensors at 4 per second into 5 mbit: fewer than one completes per window,
+    and each one's time is mostly queueing. The estimate must still be the link's rate."""
+    estimator = BandwidthEstimator(window_s=1.0)
+    trace = list(stream(estimator, lambda t: 5e6, until=20, size=600_000, every=0.25))
+    assert trace[-1][1] == pytest.approx(5e6, rel=0.05)

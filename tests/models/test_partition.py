@@ -128,3 +128,14 @@ def test_verify_fails_loudly_on_a_wrong_tail(branchy_file: Path, tmp_path: Path)
     onnx.save(tail, str(out / manifest.cut(3).tail))
     with pytest.raises(VerificationError, match="differs from the full model"):
         verify_partitions(out, manifest)
+
+
+def test_adding_cuts_leaves_the_mapped_weights_file_in_place(zoo_file, tmp_path: Path) -> None:
+    """Running heads map weights.bin; replacing it would make new heads map a second copy."""
+    out = tmp_path / "parts"
+    partition_model(zoo_file("mobilenetv2"), out, cuts="1")
+    before = (out / "weights.bin").stat().st_ino
+    manifest = partition_model(zoo_file("mobilenetv2"), out, cuts="5")
+    assert (out / "weights.bin").stat().st_ino == before
+    assert [cut.index for cut in manifest.cuts] == [1, 5]
+    verify_partitions(out, manifest)

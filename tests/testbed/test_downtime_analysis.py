@@ -1,0 +1,44 @@
+"""The downtime report's arithmetic, on hand-made request traces."""
+
+from __future__ import annotations
+
+from controller.strategies import Outcome, SwitchRecord
+from testbed.downtime import _switch_view, latency_summary, longest_gap
+from testbed.probe_client import RequestRecord
+
+
+def record(sent: float, done: float, status: int = 200, cut: int | None = 0) -> RequestRecord:
+    return RequestRecord(sent, done, status, status == 200, cut)
+
+
+def test_longest_gap_is_between_successful_completions() -> None:
+    trace = [record(0.0, 0.1), record(0.1, 0.2), record(0.2, 5.0, status=503), record(0.3, 0.9)]
+    assert longest_gap(trace) == 0.7  # 0.2 -> 0.9; the failure does not count
+
+
+def test_latency_summary_ignores_failures() -> None:
+    trace = [record(0, 0.010), record(0, 0.020), record(0, 0.030), record(0, 9.0, status=0)]
+    summary = latency_summary(trace)
+    assert summary["count"] == 3
+    assert summary["p50_ms"] == 20.0
+    assert summary["max_ms"] == 30.0
+
+
+def test_switch_times_are_measured_from_the_bandwidth_change() -> None:
+    switch = SwitchRecord(
+        strategy="switch_standby",
+        from_cut=0,
+        to_cut=11,
+        reason="test",
+        trigger_unix=1000.0 + 21.5,
+        outcome=Outcome.SWITCHED,
+        ready_after_s=0.5,
+        switched_after_s=0.6,
+        downtime_s=2e-7,
+    )
+    trace = [record(21.0, 21.4, cut=0), record(22.0, 22.3, cut=11)]
+    view = _switch_view(switch, 1000.0, [20.0, 40.0], trace)
+    assert view["detected_after_s"] == 1.5
+    assert view["ready_after_s"] == 2.0
+    assert view["first_served_after_s"] == 2.3
+    assert view["window_end_s"] == 23.3
