@@ -113,6 +113,49 @@ def prepare(options: UpOptions) -> tuple[Manifest, Path, Path, Path]:
     return manifest, parts, profiles[Role.EDGE], profiles[Role.CLOUD]
 
 
+def local_gateway(
+    parts: Path, manifest: Manifest, token: str, log: Path, port: int = 0
+) -> LocalService:
+    """The gateway process for a prepared partition directory (not started)."""
+    settings = {
+        "partition_dir": str(parts),
+        "model_name": manifest.model.name,
+        "admin_token": token,
+    }
+    return LocalService(ServiceKind.GATEWAY, settings, log, **({"port": port} if port else {}))
+
+
+def embedded_settings(
+    prepared: tuple[Manifest, Path, Path, Path],
+    *,
+    gateway: LocalService,
+    token: str,
+    strategy: StrategyName,
+    state_dir: Path,
+    edge_threads: int,
+    edge_slowdown: float,
+    initial_bandwidth: str,
+    port: int = 8300,
+) -> ControllerSettings:
+    """Controller settings for everything on this machine, stopping all it starts on exit."""
+    manifest, parts, edge_profile, cloud_profile = prepared
+    return ControllerSettings(
+        partition_dir=parts,
+        model_name=manifest.model.name,
+        gateway_url=gateway.url,
+        admin_token=token,
+        edge_profile=edge_profile,
+        cloud_profile=cloud_profile,
+        strategy=strategy,
+        state_dir=state_dir,
+        port=port,
+        edge_threads=edge_threads,
+        edge_slowdown=edge_slowdown,
+        initial_bandwidth=initial_bandwidth,
+        stop_services_on_exit=True,
+    )
+
+
 def _check_port_free(port: int) -> None:
     with socket.socket() as probe:
         try:
@@ -126,7 +169,8 @@ def _check_port_free(port: int) -> None:
 def run_up(options: UpOptions) -> int:
     for port in (options.gateway_port, options.controller_port):
         _check_port_free(port)
-    manifest, parts, edge_profile, cloud_profile = prepare(options)
+    prepared = prepare(options)
+    manifest, parts = prepared[0], prepared[1]
     token = secrets.token_urlsafe(24)
     token_file = options.workdir / "admin-token"
     token_file.write_text(token + "\n")
@@ -136,28 +180,21 @@ def run_up(options: UpOptions) -> int:
     if options.link_rate:
         shaped = ShapedLink(rate_bps=parse_bandwidth(options.link_rate)).start_in_thread()
         link = shaped
-    gateway = LocalService(
-        ServiceKind.GATEWAY,
-        {"partition_dir": str(parts), "model_name": manifest.model.name, "admin_token": token},
-        options.workdir / "logs" / "gateway.log",
-        port=options.gateway_port,
+    gateway = local_gateway(
+        parts, manifest, token, options.workdir / "logs" / "gateway.log", options.gateway_port
     )
     try:
         gateway.start().wait_ready()
-        settings = ControllerSettings(
-            partition_dir=parts,
-            model_name=manifest.model.name,
-            gateway_url=gateway.url,
-            admin_token=token,
-            edge_profile=edge_profile,
-            cloud_profile=cloud_profile,
+        settings = embedded_settings(
+            prepared,
+            gateway=gateway,
+            token=token,
             strategy=options.strategy,
             state_dir=options.workdir / "state",
-            port=options.controller_port,
             edge_threads=options.edge_threads,
             edge_slowdown=options.edge_slowdown,
             initial_bandwidth=options.link_rate or options.initial_bandwidth,
-            stop_services_on_exit=True,
+            port=options.controller_port,
         )
         controller = build_controller(settings, link=link)
         asyncio.run(_serve(controller, options, gateway, manifest, shaped, token_file))

@@ -26,11 +26,11 @@ import onnxruntime
 import psutil
 
 from controller.assemble import build_controller
-from controller.backends.local import LocalService, ServiceKind
+from controller.backends.local import LocalService
 from controller.core import Controller
-from controller.settings import ControllerSettings, StrategyName
+from controller.settings import StrategyName
 from controller.strategies import SwitchRecord
-from controller.up import UpOptions, prepare
+from controller.up import UpOptions, embedded_settings, local_gateway, prepare
 from models.runtime import Role, load_partition, sample_input
 from neukonfig.manifest import Manifest
 from neukonfig.units import format_bandwidth
@@ -132,30 +132,22 @@ def _run_strategy(
     batch: np.ndarray,
     reference: np.ndarray,
 ) -> dict[str, object]:
-    parts, edge_profile, cloud_profile = files
+    parts = files[0]
     token = secrets.token_urlsafe(24)
     logs = scenario.workdir / "bench-logs" / strategy.value
-    gateway = LocalService(
-        ServiceKind.GATEWAY,
-        {"partition_dir": str(parts), "model_name": manifest.model.name, "admin_token": token},
-        logs / "gateway.log",
-    )
+    gateway = local_gateway(parts, manifest, token, logs / "gateway.log")
     link = ShapedLink(rate_bps=scenario.schedule[0][1]).start_in_thread()
     try:
         gateway.start().wait_ready()
-        settings = ControllerSettings(
-            partition_dir=parts,
-            model_name=manifest.model.name,
-            gateway_url=gateway.url,
-            admin_token=token,
-            edge_profile=edge_profile,
-            cloud_profile=cloud_profile,
+        settings = embedded_settings(
+            (manifest, *files),
+            gateway=gateway,
+            token=token,
             strategy=strategy,
             state_dir=logs / "state",
             edge_threads=scenario.edge_threads,
             edge_slowdown=scenario.edge_slowdown,
             initial_bandwidth=format_bandwidth(scenario.schedule[0][1]),
-            stop_services_on_exit=True,
         )
         controller = build_controller(settings, link=link)
         client = ProbeClient(
