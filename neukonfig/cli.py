@@ -393,8 +393,11 @@ def cmd_bench_downtime(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     (results / "table.md").write_text(table + "\n")
+    from testbed.plot import plot_downtime
+
+    picture = plot_downtime(report, results / "downtime.png")
     print(table)
-    print(f"\nresults in {results} (JSON: {out})")
+    print(f"\nresults in {results} (JSON: {out}, plot: {picture})")
     return 0
 
 

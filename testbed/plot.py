@@ -1,0 +1,70 @@
+"""The picture people read before any number: latency over time, one panel per
+strategy, with the link rate and the switch moments marked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+
+
+def plot_downtime(report: dict, path: Path) -> Path:
+    strategies = report["strategies"]
+    figure, axes = plt.subplots(
+        len(strategies), 1, figsize=(10, 3.2 * len(strategies)), sharex=True, squeeze=False
+    )
+    for axis, (name, run) in zip(axes[:, 0], strategies.items(), strict=True):
+        _panel(axis, name, run, report)
+    axes[-1, 0].set_xlabel("time since start (s)")
+    figure.suptitle(
+        f"{report['model']}: latency through bandwidth changes "
+        f"({report['rate_per_s']:g} req/s open loop, {report['link']})",
+        fontsize=9,
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def _panel(axis: Axes, name: str, run: dict, report: dict) -> None:
+    ok = [
+        (sent, (done - sent) * 1e3)
+        for sent, done, status, correct, _ in run["trace"]
+        if status == 200 and correct
+    ]
+    bad = [
+        (sent, (done - sent) * 1e3)
+        for sent, done, status, correct, _ in run["trace"]
+        if not (status == 200 and correct)
+    ]
+    if ok:
+        axis.scatter(*zip(*ok, strict=True), s=6, color="tab:blue", label="answered")
+    if bad:
+        axis.scatter(*zip(*bad, strict=True), s=14, color="tab:red", marker="x", label="failed")
+    axis.set_yscale("log")
+    axis.set_ylabel("latency (ms)")
+    for switch in run["switches"]:
+        trigger = switch["change_s"] + switch["detected_after_s"]
+        axis.axvline(trigger, color="tab:orange", linestyle="--", linewidth=1)
+        axis.annotate(
+            f"{switch['from_cut']}→{switch['to_cut']}",
+            (trigger, 1),
+            xycoords=("data", "axes fraction"),
+            fontsize=7,
+            va="top",
+            color="tab:orange",
+        )
+    rate = axis.twinx()
+    steps = [(step["at_s"], step["bps"] / 1e6) for step in report["schedule"]]
+    times = [at for at, _ in steps] + [report["duration_s"]]
+    rates = [mbit for _, mbit in steps] + [steps[-1][1]]
+    rate.step(times, rates, where="post", color="tab:green", linewidth=1)
+    rate.set_ylabel("link (Mbit/s)", color="tab:green")
+    failed = run["failed"]
+    axis.set_title(f"{name}: {failed} failed of {run['requests']}", fontsize=9, loc="left")
+    axis.legend(loc="upper right", fontsize=7)
