@@ -42,3 +42,24 @@ def test_switch_times_are_measured_from_the_bandwidth_change() -> None:
     assert view["ready_after_s"] == 2.0
     assert view["first_served_after_s"] == 2.3
     assert view["window_end_s"] == 23.3
+
+
+def test_plot_writes_a_png(tmp_path) -> None:
+    from testbed.plot import plot_downtime
+
+    run = {
+        "requests": 3,
+        "failed": 1,
+        "trace": [[0.0, 0.1, 200, True, 0], [1.0, 1.2, 200, True, 11], [1.5, 9.0, 0, False, None]],
+        "switches": [{"from_cut": 0, "to_cut": 11, "change_s": 1.0, "detected_after_s": 0.2}],
+    }
+    report = {
+        "model": "tiny",
+        "rate_per_s": 2,
+        "link": "test",
+        "duration_s": 3.0,
+        "schedule": [{"at_s": 0.0, "bps": 50e6}, {"at_s": 1.0, "bps": 2e6}],
+        "strategies": {"switch_standby": run, "pause_resume": run},
+    }
+    path = plot_downtime(report, tmp_path / "plot.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
