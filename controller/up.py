@@ -11,6 +11,7 @@ the service move between cuts. Ctrl-C (or ``--duration``) stops everything it st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -197,7 +198,8 @@ def run_up(options: UpOptions) -> int:
             port=options.controller_port,
         )
         controller = build_controller(settings, link=link)
-        asyncio.run(_serve(controller, options, gateway, manifest, shaped, token_file))
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how `up` is stopped
+            asyncio.run(_serve(controller, options, gateway, manifest, shaped, token_file))
     finally:
         gateway.stop()
         if shaped is not None:
