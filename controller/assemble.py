@@ -19,7 +19,9 @@ def make_backend(settings: ControllerSettings) -> Backend:
     raise UnsupportedModelError(f"unknown backend {settings.backend!r}; available: process")
 
 
-def build_controller(settings: ControllerSettings, *, link: Link | None = None) -> Controller:
+def build_controller(
+    settings: ControllerSettings, *, link: Link | None = None, backend: Backend | None = None
+) -> Controller:
     manifest = read_manifest(settings.partition_dir)
     planner = load_planner(
         settings.partition_dir,
@@ -27,7 +29,7 @@ def build_controller(settings: ControllerSettings, *, link: Link | None = None) 
         cloud_profile=settings.cloud_profile,
     )
     launcher = PipelineLauncher(
-        backend=make_backend(settings),
+        backend=backend or make_backend(settings),
         link=link or DirectLink(),
         partition_dir=settings.partition_dir,
         model=settings.model_name,

@@ -7,6 +7,8 @@ from pathlib import Path
 import onnx
 import pytest
 
+from models.partition import partition_model
+
 from graphs import branchy_model
 
 
@@ -32,3 +34,10 @@ def branchy_file(tmp_path: Path) -> Path:
     path = tmp_path / "branchy.onnx"
     onnx.save(branchy_model(), str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_parts(zoo_file, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("tiny-parts")
+    partition_model(zoo_file("tiny"), out, name="tiny")
+    return out

@@ -80,6 +80,8 @@ class LocalService:
     host: str = "127.0.0.1"
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    # Runs the service elsewhere, e.g. ["ip", "netns", "exec", NS] for the cloud host.
+    command_prefix: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -94,7 +96,7 @@ class LocalService:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", *self.kind.module],
+                [*self.command_prefix, sys.executable, "-m", *self.kind.module],
                 env={**os.environ, **self.env},
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -31,16 +31,34 @@ POLL_S = 0.05
 class ProcessBackend(Backend):
     name = "process"
 
-    def __init__(self, *, state_dir: Path, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        *,
+        state_dir: Path,
+        host: str = "127.0.0.1",
+        cloud_host: str | None = None,
+        cloud_command_prefix: list[str] | None = None,
+    ) -> None:
+        """``cloud_host`` and ``cloud_command_prefix`` place cloud partitions on another
+        host of this machine, e.g. a network namespace behind a shaped veth."""
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.host = host
+        self.cloud_host = cloud_host or host
+        self.cloud_command_prefix = cloud_command_prefix or []
         self._services: dict[str, LocalService] = {}
         self._http = httpx.AsyncClient(timeout=2.0)
 
     async def start(self, spec: ServiceSpec) -> ServiceHandle:
         log = self.state_dir / f"{spec.name}.log"
-        service = LocalService(spec.kind, dict(spec.settings), log, host=self.host)
+        on_cloud = spec.kind is ServiceKind.CLOUD_PARTITION
+        service = LocalService(
+            spec.kind,
+            dict(spec.settings),
+            log,
+            host=self.cloud_host if on_cloud else self.host,
+            command_prefix=self.cloud_command_prefix if on_cloud else [],
+        )
         await asyncio.to_thread(service.start)
         assert service.process is not None
         self._services[spec.name] = service

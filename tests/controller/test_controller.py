@@ -8,14 +8,17 @@ import json
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
 from controller.assemble import build_controller
+from controller.backends.process import ProcessBackend
 from controller.core import Controller
 from controller.settings import ControllerSettings, StrategyName
 from controller.strategies import Outcome
+from models.runtime import Role, load_partition
+from testbed.netns import CLOUD_ADDRESS, TcLink, netns_available
+from testbed.probe_client import ProbeClient, RequestRecord
 
 from conftest import CUT_AT_HIGH, CUT_AT_LOW, HIGH, LOW
 
@@ -61,26 +64,17 @@ def request_body() -> tuple[bytes, dict[str, str]]:
     return header + batch.tobytes(), {"inference-header-content-length": str(len(header))}
 
 
-async def open_loop(url: str, stop: asyncio.Event) -> list[tuple[float, int, float]]:
-    """Requests at a fixed rate whatever the answers do; (sent, status, latency) each."""
-    body, headers = request_body()
-    results: list[tuple[float, int, float]] = []
-
-    async def one(client: httpx.AsyncClient) -> None:
-        sent = time.perf_counter()
-        try:
-            status = (await client.post(url, content=body, headers=headers)).status_code
-        except httpx.HTTPError:
-            status = 0
-        results.append((sent, status, time.perf_counter() - sent))
-
-    async with httpx.AsyncClient(timeout=60) as client:
-        tasks = []
-        while not stop.is_set():
-            tasks.append(asyncio.create_task(one(client)))
-            await asyncio.sleep(1 / RATE_PER_S)
-        await asyncio.gather(*tasks)
-    return results
+def probe_client(gateway_url: str, parts: Path) -> ProbeClient:
+    """Open-loop requests that check every answer against the full model's output."""
+    batch = np.random.default_rng(0).standard_normal((1, 3, 32, 32), dtype=np.float32)
+    expected = load_partition(parts, 0, Role.CLOUD).run({"input": batch})["logits"]
+    return ProbeClient(
+        url=f"{gateway_url}/v2/models/tiny/infer",
+        input_name="input",
+        batch=batch,
+        expected=expected,
+        rate_per_s=RATE_PER_S,
+    )
 
 
 async def wait_for(condition, timeout: float) -> bool:
@@ -94,14 +88,15 @@ async def wait_for(condition, timeout: float) -> bool:
 
 async def drop_bandwidth_scenario(
     controller: Controller, gateway_url: str, link, rates: tuple[float, ...] = (LOW,)
-) -> list:
+) -> list[RequestRecord]:
     """Serve at HIGH, then step the link through ``rates``, each held until a switch."""
     await controller.start()
     assert controller.active is not None
     assert controller.active.cut == CUT_AT_HIGH
     loop = asyncio.create_task(controller.run())
     stop = asyncio.Event()
-    load = asyncio.create_task(open_loop(f"{gateway_url}/v2/models/tiny/infer", stop))
+    client = probe_client(gateway_url, controller.settings.partition_dir)
+    load = asyncio.create_task(client.run(stop))
     try:
         await asyncio.sleep(1.5)
         for number, rate in enumerate(rates, start=1):
@@ -129,7 +124,7 @@ def test_bandwidth_drop_moves_to_the_new_best_cut(
     record = controller.history[0]
     assert record.outcome is Outcome.SWITCHED, record
     assert (record.from_cut, record.to_cut) == (CUT_AT_HIGH, CUT_AT_LOW)
-    failed = [r for r in results if r[1] != 200]
+    failed = [r for r in results if not r.ok]
     if strategy is StrategyName.PAUSE_RESUME:
         assert record.downtime_s > 0.2  # it really paused while the new pipeline started
     else:
@@ -150,4 +145,31 @@ def test_bandwidth_recovery_moves_back_using_probes(slow_edge_tiny, gateway, tok
     moves = [(r.from_cut, r.to_cut) for r in controller.history]
     assert moves == [(CUT_AT_HIGH, CUT_AT_LOW), (CUT_AT_LOW, CUT_AT_HIGH)]
     assert all(r.outcome is Outcome.SWITCHED for r in controller.history)
-    assert [r for r in results if r[1] != 200] == []
+    assert [r for r in results if not r.ok] == []
+
+
+@pytest.mark.root
+@pytest.mark.skipif(not netns_available(), reason="needs root and ip/tc")
+@pytest.mark.parametrize("strategy", [StrategyName.SWITCH_ON_DEMAND, StrategyName.SWITCH_STANDBY])
+def test_quick_tier_over_tc_in_a_network_namespace(
+    strategy, slow_edge_tiny, gateway, token, tmp_path
+) -> None:
+    """The testbed's quick tier: cloud partitions in their own namespace behind a tbf-shaped
+    veth; the drop moves the cut with no failed or wrong answer, and nothing is left."""
+    state = tmp_path / "state"
+    with TcLink(rate_bps=HIGH) as link:
+        backend = ProcessBackend(
+            state_dir=state, cloud_host=CLOUD_ADDRESS, cloud_command_prefix=link.command_prefix
+        )
+        settings = settings_for(slow_edge_tiny, gateway, token, state, strategy=strategy)
+        controller = build_controller(settings, link=link, backend=backend)
+        results = asyncio.run(drop_bandwidth_scenario(controller, gateway.url, link))
+    assert not link.exists()
+    assert not list(state.glob("*.json"))
+    record = controller.history[0]
+    assert (record.from_cut, record.to_cut, record.outcome) == (
+        CUT_AT_HIGH,
+        CUT_AT_LOW,
+        Outcome.SWITCHED,
+    )
+    assert [r for r in results if not r.ok] == []

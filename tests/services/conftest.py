@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from controller.backends.local import LocalService, ServiceKind
-from models.partition import partition_model
 
 
 class Services:
@@ -62,13 +61,6 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
         yield running
     finally:
         running.stop_all()
-
-
-@pytest.fixture(scope="session")
-def tiny_parts(zoo_file, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("tiny-parts")
-    partition_model(zoo_file("tiny"), out, name="tiny")
-    return out
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,135 @@
+"""A real shaped link: a cloud host in its own network namespace, joined to this host
+(the edge) by a veth pair whose edge side is shaped with ``tc ... tbf``.
+
+Needs root (CAP_NET_ADMIN). The edge processes (gateway, edge partitions, controller)
+stay in the current namespace; cloud partition services run inside the namespace
+(``ip netns exec``) and listen on its address, so every byte from an edge partition to
+a cloud partition crosses the shaped veth. ``netem`` is missing on this kernel, so
+there is no delay emulation; the rate changes live with ``tc qdisc change``.
+
+Everything is removed on ``close`` (deleting the namespace deletes the veth pair and
+its qdisc), also on Ctrl-C or failure: use it as a context manager.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from types import TracebackType
+
+from neukonfig.errors import NeukonfigError
+
+# A /30 from the benchmarking range (RFC 2544), used only inside this machine.
+EDGE_ADDRESS = "198.18.0.1"
+CLOUD_ADDRESS = "198.18.0.2"
+PREFIX = 30
+# tbf needs a bucket of at least rate/HZ; 32 kbit is the NEUKONFIG lab's setting.
+BURST = "32kbit"
+LATENCY = "400ms"
+
+
+class NetnsUnavailableError(NeukonfigError):
+    """No root, or no ip/tc: use the user-space shaped link instead."""
+
+
+def netns_available() -> bool:
+    return os.geteuid() == 0 and bool(shutil.which("ip")) and bool(shutil.which("tc"))
+
+
+class TcLink:
+    def __init__(self, *, rate_bps: float) -> None:
+        if not netns_available():
+            raise NetnsUnavailableError("a tc/netns link needs root and the ip and tc commands")
+        suffix = uuid.uuid4().hex[:6]
+        self.namespace = f"nk-cloud-{suffix}"
+        self.edge_device = f"nke{suffix}"
+        self.cloud_device = f"nkc{suffix}"
+        self.rate_bps = rate_bps
+        self._up = False
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def open(self) -> TcLink:
+        try:
+            self._create()
+        except BaseException:
+            self.close()
+            raise
+        self._up = True
+        return self
+
+    def _create(self) -> None:
+        ns, edge, cloud = self.namespace, self.edge_device, self.cloud_device
+        _run("ip", "netns", "add", ns)
+        _run("ip", "link", "add", edge, "type", "veth", "peer", "name", cloud)
+        _run("ip", "link", "set", cloud, "netns", ns)
+        _run("ip", "addr", "add", f"{EDGE_ADDRESS}/{PREFIX}", "dev", edge)
+        _run("ip", "link", "set", edge, "up")
+        _run(
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "ip",
+            "addr",
+            "add",
+            f"{CLOUD_ADDRESS}/{PREFIX}",
+            "dev",
+            cloud,
+        )
+        _run("ip", "netns", "exec", ns, "ip", "link", "set", cloud, "up")
+        _run("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+        _run("tc", "qdisc", "add", "dev", edge, "root", "tbf", *self._tbf(self.rate_bps))
+
+    def close(self) -> None:
+        """Remove the namespace (and with it the veth pair and the qdisc). Idempotent."""
+        subprocess.run(["ip", "netns", "del", self.namespace], capture_output=True, check=False)
+        subprocess.run(["ip", "link", "del", self.edge_device], capture_output=True, check=False)
+        self._up = False
+
+    def __enter__(self) -> TcLink:
+        return self.open()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- the link --------------------------------------------------------------------
+
+    def set_rate(self, rate_bps: float) -> None:
+        _run("tc", "qdisc", "change", "dev", self.edge_device, "root", "tbf", *self._tbf(rate_bps))
+        self.rate_bps = rate_bps
+
+    def route(self, url: str) -> str:
+        """Cloud services already listen inside the namespace: nothing to map."""
+        return url
+
+    def unroute(self, url: str) -> None:
+        return None
+
+    @property
+    def command_prefix(self) -> list[str]:
+        """Prefix that runs a command on the cloud host."""
+        return ["ip", "netns", "exec", self.namespace]
+
+    def exists(self) -> bool:
+        listed = subprocess.run(
+            ["ip", "netns", "list"], capture_output=True, text=True, check=False
+        )
+        return any(line.split()[0] == self.namespace for line in listed.stdout.splitlines() if line)
+
+    @staticmethod
+    def _tbf(rate_bps: float) -> list[str]:
+        return ["rate", f"{int(rate_bps)}bit", "burst", BURST, "latency", LATENCY]
+
+
+def _run(*command: str) -> None:
+    result = subprocess.run(list(command), capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise NetnsUnavailableError(f"{' '.join(command)} failed: {result.stderr.strip()}")

@@ -1,0 +1,64 @@
+"""The real link: tc tbf on a veth into a network namespace (root only)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from controller.backends.local import LocalService, ServiceKind
+from testbed.netns import CLOUD_ADDRESS, TcLink, netns_available
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(not netns_available(), reason="needs root and ip/tc"),
+]
+
+
+def probe_seconds(url: str, size: int) -> float:
+    started = time.perf_counter()
+    answer = httpx.post(f"{url}/v1/probe", content=b"\0" * size, timeout=60)
+    assert answer.json()["received_bytes"] == size
+    return time.perf_counter() - started
+
+
+def test_tc_link_shapes_real_traffic_and_retunes_live(tiny_parts: Path, tmp_path: Path) -> None:
+    link = TcLink(rate_bps=8e6).open()
+    probe = None
+    try:
+        probe = LocalService(
+            ServiceKind.CLOUD_PARTITION,
+            {"partition_dir": str(tiny_parts)},
+            tmp_path / "probe.log",
+            host=CLOUD_ADDRESS,
+            command_prefix=link.command_prefix,
+        ).start()
+        probe.wait_ready()
+        slow = probe_seconds(probe.url, 500_000)  # 0.5 s at 8 mbit
+        assert 0.4 < slow < 1.5
+        link.set_rate(200e6)
+        fast = probe_seconds(probe.url, 500_000)
+        assert fast < slow / 4
+    finally:
+        if probe is not None:
+            probe.stop()
+        link.close()
+    assert not link.exists()
+    devices = subprocess.run(["ip", "link", "show"], capture_output=True, text=True).stdout
+    assert link.edge_device not in devices
+
+
+def test_close_removes_everything_even_after_a_failure() -> None:
+    link = TcLink(rate_bps=1e6)
+
+    def fail_inside() -> None:
+        with link:
+            assert link.exists()
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        fail_inside()
+    assert not link.exists()
