@@ -363,7 +363,8 @@ def cmd_bench_downtime(args: argparse.Namespace) -> int:
 
     from controller.settings import StrategyName
     from controller.up import parse_schedule
-    from testbed.downtime import DowntimeScenario, markdown_table, run_downtime
+    from testbed.downtime import DowntimeScenario, LinkKind, markdown_table, run_downtime
+    from testbed.netns import netns_available
 
     try:
         strategies = [StrategyName(name.strip()) for name in args.strategies.split(",")]
@@ -376,7 +377,11 @@ def cmd_bench_downtime(args: argparse.Namespace) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results = Path(args.results_dir or f"results/downtime-{args.model}-{stamp}")
     results.mkdir(parents=True, exist_ok=True)
+    link = LinkKind(args.link) if args.link != "auto" else None
+    if link is None:
+        link = LinkKind.TC if netns_available() else LinkKind.PROXY
     scenario = DowntimeScenario(
+        link=link,
         model=args.model,
         strategies=strategies,
         schedule=schedule,
@@ -410,6 +415,12 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
     downtime.add_argument("--schedule", default="50mbit@0,5mbit@20,50mbit@40")
     downtime.add_argument("--rate", type=float, default=10.0, help="probe requests per second")
     downtime.add_argument("--duration", type=float, help="seconds per strategy (last step + 20)")
+    downtime.add_argument(
+        "--link",
+        choices=["auto", "tc", "proxy"],
+        default="auto",
+        help="tc in a network namespace (root) or the user-space proxy; auto: tc when root",
+    )
     downtime.add_argument("--edge-slowdown", type=float, default=1.0)
     downtime.add_argument("--edge-threads", type=_positive_int, default=1)
     downtime.add_argument("--workdir", default=".neukonfig/bench")

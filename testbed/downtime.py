@@ -12,6 +12,7 @@ request it served, and peak and steady edge memory.
 from __future__ import annotations
 
 import asyncio
+import enum
 import itertools
 import platform
 import secrets
@@ -26,7 +27,9 @@ import onnxruntime
 import psutil
 
 from controller.assemble import build_controller
+from controller.backends.base import Backend
 from controller.backends.local import LocalService
+from controller.backends.process import ProcessBackend
 from controller.core import Controller
 from controller.settings import StrategyName
 from controller.strategies import SwitchRecord
@@ -34,10 +37,22 @@ from controller.up import UpOptions, embedded_settings, local_gateway, prepare
 from models.runtime import Role, load_partition, sample_input
 from neukonfig.manifest import Manifest
 from neukonfig.units import format_bandwidth
+from testbed.netns import CLOUD_ADDRESS, TcLink
 from testbed.probe_client import ProbeClient, RequestRecord
 from testbed.shaped_link import ShapedLink
 
 MEMORY_EVERY_S = 0.25
+
+
+class LinkKind(str, enum.Enum):
+    TC = "tc"
+    PROXY = "proxy"
+
+
+LINK_DESCRIPTIONS = {
+    LinkKind.TC: "tc tbf on a veth into a cloud network namespace (testbed/netns.py)",
+    LinkKind.PROXY: "user-space shaping proxy on loopback (testbed/shaped_link.py)",
+}
 WINDOW_AFTER_S = 1.0  # the switch window ends this long after the new pipeline answered
 
 
@@ -53,6 +68,7 @@ class DowntimeScenario:
     edge_threads: int = 1
     profile_repeats: int = 5
     seed: int = 0
+    link: LinkKind = LinkKind.PROXY
 
 
 @dataclass
@@ -106,7 +122,7 @@ def run_downtime(scenario: DowntimeScenario, progress: Callable[[str], None]) ->
         progress(f"{strategy.value}: {summary_line(run)}")
     return {
         "benchmark": "downtime",
-        "link": "user-space shaping proxy on loopback (testbed/shaped_link.py)",
+        "link": LINK_DESCRIPTIONS[scenario.link],
         "model": manifest.model.name,
         "schedule": [{"at_s": at, "bps": bps} for at, bps in scenario.schedule],
         "rate_per_s": scenario.rate_per_s,
@@ -136,7 +152,7 @@ def _run_strategy(
     token = secrets.token_urlsafe(24)
     logs = scenario.workdir / "bench-logs" / strategy.value
     gateway = local_gateway(parts, manifest, token, logs / "gateway.log")
-    link = ShapedLink(rate_bps=scenario.schedule[0][1]).start_in_thread()
+    link, backend = open_link(scenario, logs / "state")
     try:
         gateway.start().wait_ready()
         settings = embedded_settings(
@@ -149,7 +165,7 @@ def _run_strategy(
             edge_slowdown=scenario.edge_slowdown,
             initial_bandwidth=format_bandwidth(scenario.schedule[0][1]),
         )
-        controller = build_controller(settings, link=link)
+        controller = build_controller(settings, link=link, backend=backend)
         client = ProbeClient(
             url=f"{gateway.url}/v2/models/{manifest.model.name}/infer",
             input_name=manifest.model.inputs[0].name,
@@ -160,8 +176,27 @@ def _run_strategy(
         raw = asyncio.run(_drive(scenario, controller, client, link, gateway))
     finally:
         gateway.stop()
-        link.stop()
+        link.close()
     return analyse(raw, scenario)
+
+
+class ProxyLink(ShapedLink):
+    """The user-space link with the same close() as the tc link."""
+
+    def close(self) -> None:
+        self.stop()
+
+
+def open_link(scenario: DowntimeScenario, state_dir: Path) -> tuple[ProxyLink | TcLink, Backend]:
+    """tc in a network namespace when asked for (root), else the user-space proxy."""
+    rate = scenario.schedule[0][1]
+    if scenario.link == LinkKind.TC:
+        link = TcLink(rate_bps=rate).open()
+        backend = ProcessBackend(
+            state_dir=state_dir, cloud_host=CLOUD_ADDRESS, cloud_command_prefix=link.command_prefix
+        )
+        return link, backend
+    return ProxyLink(rate_bps=rate).start_in_thread(), ProcessBackend(state_dir=state_dir)
 
 
 async def _drive(
