@@ -73,9 +73,13 @@ class DowntimeScenario:
 
 @dataclass
 class MemorySample:
+    """Edge memory, and what the controller believed at that moment (for diagnosis)."""
+
     at_s: float
     pss_bytes: int
     rss_bytes: int
+    estimate_bps: float | None = None
+    decision: str | None = None
 
 
 def edge_memory(pids: list[int]) -> tuple[int, int]:
@@ -238,7 +242,9 @@ async def _sample_memory(
         pids = [gateway.process.pid] if gateway.process else []
         pids += [int(p.edge.backend_id) for p in list(controller.pipelines.values())]
         pss, rss = await asyncio.to_thread(edge_memory, pids)
-        out.append(MemorySample(time.perf_counter() - client.started, pss, rss))
+        at = time.perf_counter() - client.started
+        estimate, decision = controller.estimator.current, controller.last_decision
+        out.append(MemorySample(at, pss, rss, estimate, decision))
         await asyncio.sleep(MEMORY_EVERY_S)
 
 
@@ -271,6 +277,7 @@ def analyse(raw: dict[str, object], scenario: DowntimeScenario) -> dict[str, obj
             "peak_rss_mb": round(max((m.rss_bytes for m in memory), default=0) / 2**20, 1),
         },
         "memory_trace": [[round(m.at_s, 3), m.pss_bytes] for m in memory],
+        "controller_trace": [[round(m.at_s, 3), m.estimate_bps, m.decision] for m in memory],
         "trace": [
             [round(r.sent_s, 4), round(r.done_s, 4), r.status, r.correct, r.cut] for r in records
         ],
