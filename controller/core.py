@@ -74,6 +74,7 @@ class Controller:
         self._transfer_seq: dict[str, int] = {}
         self._last_probe_s = float("-inf")
         self.probe: ServiceHandle | None = None
+        self._retiring: set[asyncio.Task[None]] = set()
         self.probe_url: str | None = None
         self._http = httpx.AsyncClient(timeout=10.0)
 
@@ -133,6 +134,7 @@ class Controller:
             await asyncio.sleep(self.settings.tick_s)
 
     async def shutdown(self) -> None:
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         if self.settings.stop_services_on_exit:
             for pipeline in list(self.pipelines.values()):
                 with contextlib.suppress(NeukonfigError):
@@ -240,14 +242,29 @@ class Controller:
                 reason=reason,
                 trigger_unix=time.time(),
             )
+            self.history.append(record)  # visible (in progress) while it runs
             try:
                 await STRATEGIES[strategy](self, cut, record)
+                record.outcome = Outcome.SWITCHED
             except NeukonfigError as error:
                 record.outcome, record.error = Outcome.ABANDONED, error.message
                 log.error("switch to cut %d abandoned: %s", cut, error.message)
             self.policy.reset()
-            self.history.append(record)
             return record
+
+    def retire_later(self, pipeline: ManagedPipeline) -> None:
+        """Retire (drain, then stop) without holding up the caller; awaited on shutdown.
+        It stays in the table (STOPPING) until stopped: its memory still counts."""
+        pipeline.state = PipelineState.STOPPING
+        task = asyncio.create_task(self._retire_quietly(pipeline))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def _retire_quietly(self, pipeline: ManagedPipeline) -> None:
+        try:
+            await self.retire(pipeline)
+        except NeukonfigError as error:
+            log.error("retiring %s failed: %s", pipeline.id, error.message)
 
     async def launch(self, cut: int) -> ManagedPipeline:
         """Start a pipeline for ``cut`` and register it with the gateway (not yet active)."""

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 
 class Outcome(str, enum.Enum):
+    IN_PROGRESS = "in_progress"
     SWITCHED = "switched"
     ABANDONED = "abandoned"  # the new pipeline failed to start; the old one kept serving
 
@@ -33,7 +34,7 @@ class SwitchRecord:
     to_cut: int
     reason: str
     trigger_unix: float
-    outcome: Outcome = Outcome.SWITCHED
+    outcome: Outcome = Outcome.IN_PROGRESS
     ready_after_s: float | None = None  # trigger -> new pipeline ready
     switched_after_s: float | None = None  # trigger -> routing pointer on the new pipeline
     downtime_s: float | None = None  # gateway-measured unavailability
@@ -81,7 +82,9 @@ async def switch_on_demand(controller: Controller, target: int, record: SwitchRe
     record.switched_after_s = clock.elapsed()
     record.downtime_s = outcome.downtime_seconds
     if old is not None:
-        await controller.retire(old)
+        # Drained in the background: on a saturated link the old pipeline's queue can
+        # take many seconds to empty, and the next switch must not wait for it.
+        controller.retire_later(old)
 
 
 async def switch_standby(controller: Controller, target: int, record: SwitchRecord) -> None:
