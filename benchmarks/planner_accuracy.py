@@ -34,8 +34,8 @@ from typing import TypeVar
 import numpy as np
 import onnx
 import onnxruntime
-import psutil
 
+from models.cpu_load import OtherLoad, wait_for_quiet
 from models.crossover import crossover_table
 from models.partition import partition_model
 from models.planner import Planner
@@ -45,7 +45,6 @@ from models.profiler import (
     prime_runtime,
     profile_cut,
     time_calls,
-    usable_cpus,
 )
 from models.runtime import Role, load_partition, sample_input
 from models.zoo import build_model
@@ -63,7 +62,6 @@ SWEEP_RTTS = (0.0, 0.020)
 # cut is measured again, up to ATTEMPTS times, and the last attempt is kept and flagged.
 MAX_FOREIGN_CORES = 0.05
 ATTEMPTS = 4
-BUSY_FIELDS = ("user", "nice", "system", "irq", "softirq", "steal")
 T = TypeVar("T")
 
 
@@ -224,38 +222,16 @@ def _profile_and_measure(
 def measure_quietly(measure: Callable[[], T], *, label: str) -> tuple[T, float]:
     """Run ``measure`` until no other process used the CPU meanwhile (a few tries).
 
-    A shared 2-core machine skews the compute times of whatever ran while others
-    worked, and a 2-thread session stalls on every op when one core is taken.
     Returns the result and the cores that other processes used during it.
     """
     for attempt in range(1, ATTEMPTS + 1):
-        _wait_for_quiet()
-        busy, own, started = _busy_cpu_s(), _own_cpu_s(), time.perf_counter()
-        result = measure()
-        elapsed = time.perf_counter() - started
-        cores = max(0.0, (_busy_cpu_s() - busy) - (_own_cpu_s() - own)) / elapsed
-        if cores <= MAX_FOREIGN_CORES or attempt == ATTEMPTS:
-            return result, cores
-        _progress(f"{label}: other processes used {cores:.2f} cores; measuring again")
+        wait_for_quiet(max_cores=MAX_FOREIGN_CORES, timeout_s=60.0)
+        with OtherLoad() as other:
+            result = measure()
+        if other.cores <= MAX_FOREIGN_CORES or attempt == ATTEMPTS:
+            return result, other.cores
+        _progress(f"{label}: other processes used {other.cores:.2f} cores; measuring again")
     raise AssertionError("unreachable")
-
-
-def _busy_cpu_s() -> float:
-    times = psutil.cpu_times()
-    # On Linux guest time is already inside user time; steal is another VM's work.
-    return sum(getattr(times, field, 0.0) for field in BUSY_FIELDS)
-
-
-def _own_cpu_s() -> float:
-    times = psutil.Process().cpu_times()
-    return times.user + times.system
-
-
-def _wait_for_quiet(*, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if psutil.cpu_percent(interval=0.5) * usable_cpus() / 100 <= MAX_FOREIGN_CORES:
-            return
 
 
 def _crossovers(planner: Planner) -> dict[str, list[dict[str, object]]]:

@@ -28,6 +28,7 @@ import numpy as np
 import onnxruntime as ort
 import psutil
 
+from models.cpu_load import OtherLoad
 from models.runtime import Partition, Role, load_partition, sample_input
 from neukonfig.manifest import CutKind, CutSpec, Manifest, read_manifest
 from neukonfig.profiles import (
@@ -44,6 +45,8 @@ Progress = Callable[[str], None]
 
 BATCH = 1
 PROVIDERS = ["CPUExecutionProvider"]
+# Other processes' CPU use (in cores) above which a cut's timings are flagged.
+OTHER_LOAD_WARNING_CORES = 0.1
 
 
 def profile_partitions(
@@ -105,6 +108,17 @@ def build_profile(
     )
 
 
+def loaded_cuts(profile: Profile, *, max_cores: float = OTHER_LOAD_WARNING_CORES) -> list[int]:
+    """Cuts whose timings ran while other processes used more than ``max_cores``."""
+    return [
+        cut.index
+        for cut in profile.cuts
+        if any(
+            side is not None and side.other_load_cores > max_cores for side in (cut.head, cut.tail)
+        )
+    ]
+
+
 def is_emulated_edge(roles: Sequence[Role], threads: int | None) -> bool:
     """Edge timings taken with fewer threads than this machine has stand in for a slower
     device; a profile says so, because its numbers are an emulation, not the device."""
@@ -138,9 +152,11 @@ def describe(cut: CutProfile) -> str:
     parts = [f"cut {cut.index} ({cut.kind.value})"]
     for label, side in (("head", cut.head), ("tail", cut.tail)):
         if side is not None and side.compute is not None:
+            busy = side.other_load_cores > OTHER_LOAD_WARNING_CORES
             parts.append(
                 f"{label} {side.compute.median_s * 1e3:.2f} ms (p90 "
                 f"{side.compute.p90_s * 1e3:.2f}), load {side.load_s * 1e3:.0f} ms"
+                + (f" [other processes used {side.other_load_cores:.2f} cores]" if busy else "")
             )
         elif side is not None:
             parts.append(f"{label} pass-through")
@@ -252,14 +268,16 @@ def _profile_side(
     # Load + first run: the first run allocates onnxruntime's arena for activations, so
     # this is what a ready (warmed-up) standby side holds.
     rss_added = _rss() - rss_before
-    # The first run was the first warm-up.
-    compute = time_calls(lambda: partition.run(feeds), warmup=warmup - 1, repeats=repeats)
+    with OtherLoad() as other:
+        # The first run was the first warm-up.
+        compute = time_calls(lambda: partition.run(feeds), warmup=warmup - 1, repeats=repeats)
     return SideProfile(
         file=str(partition.path.relative_to(directory)) if partition.path else None,
         compute=compute,
         load_s=load_s,
         first_run_s=first_run_s,
         rss_added_bytes=rss_added,
+        other_load_cores=other.cores,
     )
 
 

@@ -103,7 +103,7 @@ def cmd_partition(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from models.profiler import profile_partitions
+    from models.profiler import loaded_cuts, profile_partitions
     from models.runtime import Role
     from neukonfig.profiles import with_edge_slowdown, write_profile
 
@@ -124,6 +124,13 @@ def cmd_profile(args: argparse.Namespace) -> int:
         f"wrote {args.out}: {len(profile.cuts)} cuts of {profile.model.name}, "
         f"{_profile_setup(profile)}, in {time.perf_counter() - started:.1f} s"
     )
+    loaded = loaded_cuts(profile)
+    if loaded:
+        _progress(
+            f"warning: other processes used the CPU while {len(loaded)} cut(s) were timed "
+            f"(cuts {', '.join(map(str, loaded[:8]))}{' ...' if len(loaded) > 8 else ''}); "
+            f"their times may be inflated: profile again on a quiet machine"
+        )
     return 0
 
 

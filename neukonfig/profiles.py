@@ -51,6 +51,12 @@ class SideProfile(BaseModel):
     load_s: float = Field(ge=0, description="Cold onnxruntime session creation")
     first_run_s: float = Field(ge=0, description="The first inference after load")
     rss_added_bytes: int = Field(description="Resident memory added by load + first inference")
+    other_load_cores: float = Field(
+        default=0.0,
+        ge=0,
+        description="CPU (in cores) that other processes used during the timed runs; "
+        "well above 0 means the compute times are inflated",
+    )
 
 
 class CutProfile(BaseModel):

@@ -7,7 +7,7 @@ import pytest
 
 from models.partition import partition_model
 from models.planner import Planner
-from models.profiler import profile_partitions, summarize
+from models.profiler import loaded_cuts, profile_partitions, summarize
 from models.runtime import Role
 from neukonfig.manifest import CutKind, read_manifest
 from neukonfig.profiles import Profile, read_profile, write_profile
@@ -142,3 +142,20 @@ def test_p90_is_not_below_the_median() -> None:
     assert stats.median_s == 3.0
     assert stats.p90_s == pytest.approx(61.6)
     assert (stats.min_s, stats.max_s, stats.samples) == (1.0, 100.0, 5)
+
+
+def test_cuts_timed_under_other_load_are_flagged(edge_profile: Profile) -> None:
+    for cut in edge_profile.cuts:
+        assert cut.head is not None
+        assert cut.head.other_load_cores >= 0
+    quiet = [
+        cut.model_copy(update={"head": cut.head.model_copy(update={"other_load_cores": 0.0})})
+        for cut in edge_profile.cuts
+        if cut.head is not None
+    ]
+    busy = quiet[:]
+    busy[2] = quiet[2].model_copy(
+        update={"head": quiet[2].head.model_copy(update={"other_load_cores": 0.9})}
+    )
+    assert loaded_cuts(edge_profile.model_copy(update={"cuts": quiet})) == []
+    assert loaded_cuts(edge_profile.model_copy(update={"cuts": busy})) == [quiet[2].index]
