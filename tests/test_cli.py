@@ -3,33 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import onnx
 import pytest
 
+from cli_run import assert_clean_error, neukonfig
 from graphs import BRANCHY_CUTS, two_input_model
-
-
-def neukonfig(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "neukonfig", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-
-def assert_clean_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
-    assert result.returncode == 1, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("neukonfig: error: ")
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 def test_zoo_build_cuts_and_partition_end_to_end(tmp_path: Path) -> None:

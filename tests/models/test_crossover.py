@@ -4,6 +4,10 @@ import itertools
 
 import numpy as np
 import pytest
+
+from models.crossover import BandwidthRange, crossover_table
+from models.planner import Planner
+
 from profile_cases import (
     LOWER_CROSSOVER_BPS,
     THREE_CUTS,
@@ -12,9 +16,6 @@ from profile_cases import (
     manifest_for,
     planner_for,
 )
-
-from models.crossover import BandwidthRange, crossover_table
-from models.planner import Planner
 
 
 def test_two_cuts_cross_where_computed_by_hand() -> None:

@@ -6,6 +6,11 @@ import math
 
 import numpy as np
 import pytest
+
+from models.planner import Planner
+from neukonfig.errors import ProfileMismatchError
+from neukonfig.units import parse_bandwidth, parse_duration
+
 from profile_cases import (
     P90_FACTOR,
     THREE_CUTS,
@@ -14,10 +19,6 @@ from profile_cases import (
     planner_for,
     profile_for,
 )
-
-from models.planner import Planner
-from neukonfig.errors import ProfileMismatchError
-from neukonfig.units import parse_bandwidth, parse_duration
 
 # Cut 1 by hand: 10 ms edge + (1 + 2) ms serialization + 20 ms RTT
 #                + 125,000 B * 8 / 10 mbit = 100 ms transfer + 5 ms cloud = 138 ms.

@@ -8,7 +8,6 @@ cut 1 (split) from 10 to 40 mbit, cut 2 (all-edge) below 10 mbit. Estimates arri
 from __future__ import annotations
 
 import pytest
-from profile_cases import THREE_CUTS, UPPER_CROSSOVER_BPS, planner_for
 
 from models.planner import Planner
 from models.switch_policy import (
@@ -19,6 +18,8 @@ from models.switch_policy import (
     replay,
 )
 from models.traces import naive_switches, noise_around, ramp, square_wave, wander
+
+from profile_cases import THREE_CUTS, UPPER_CROSSOVER_BPS, planner_for
 
 RATE_HZ = 10.0
 

@@ -7,12 +7,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from stack import Stack, expected_logits, start_stack
 
 from models.partition import partition_model
 from neukonfig.manifest import read_manifest
 
 from oip_client import binary_request, json_request, outputs_of
+from stack import Stack, expected_logits, start_stack
 
 
 @pytest.fixture(scope="module")

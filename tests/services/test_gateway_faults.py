@@ -10,11 +10,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from stack import Stack, expected_logits, start_stack
 
 from neukonfig import wire
 
 from oip_client import binary_request, json_request, outputs_of
+from stack import Stack, expected_logits, start_stack
 
 MAX_BODY = 200_000
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from stack import Stack, expected_logits, start_stack
 
 from oip_client import binary_request, outputs_of
+from stack import Stack, expected_logits, start_stack
 
 CLIENTS = 16
 FLIPS = 300

@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from stack import Stack, expected_logits, start_stack
 
 from oip_client import binary_request, outputs_of
+from stack import Stack, expected_logits, start_stack
 
 REQUEST_TIMEOUT_S = 1.0
 BATCH = np.random.default_rng(3).standard_normal((1, 3, 32, 32), dtype=np.float32)
