@@ -436,6 +436,52 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
     downtime.add_argument("--seed", type=int, default=0)
     downtime.set_defaults(handler=cmd_bench_downtime)
 
+    planner = kinds.add_parser("planner", help="regret of the planner's cut, measured end to end")
+    planner.add_argument("--model", default="resnet50", help="zoo model name or .onnx")
+    planner.add_argument("--bandwidths", default="1mbit,5mbit,10mbit,25mbit,50mbit,100mbit")
+    planner.add_argument("--top", type=_positive_int, default=3, help="candidates per bandwidth")
+    planner.add_argument(
+        "--requests", type=_positive_int, default=10, help="per candidate, at most"
+    )
+    planner.add_argument("--seconds", type=float, default=8.0, help="per candidate, at most")
+    planner.add_argument("--link", choices=["auto", "tc", "proxy"], default="auto")
+    planner.add_argument("--edge-slowdown", type=float, default=1.0)
+    planner.add_argument("--edge-threads", type=_positive_int, default=1)
+    planner.add_argument("--workdir", default=".neukonfig/bench")
+    planner.add_argument("--json", default="results/planner_regret.json")
+    planner.set_defaults(handler=cmd_bench_planner)
+
+
+def cmd_bench_planner(args: argparse.Namespace) -> int:
+    import json
+
+    from neukonfig.units import parse_bandwidth
+    from testbed.downtime import LinkKind
+    from testbed.netns import netns_available
+    from testbed.regret import RegretScenario, markdown_table, run_regret
+
+    link = LinkKind(args.link) if args.link != "auto" else None
+    if link is None:
+        link = LinkKind.TC if netns_available() else LinkKind.PROXY
+    scenario = RegretScenario(
+        model=args.model,
+        bandwidths=[parse_bandwidth(b) for b in args.bandwidths.split(",")],
+        top=args.top,
+        requests=args.requests,
+        seconds_per_cut=args.seconds,
+        workdir=Path(args.workdir),
+        link=link,
+        edge_slowdown=args.edge_slowdown,
+        edge_threads=args.edge_threads,
+    )
+    report = run_regret(scenario, _progress)
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(markdown_table(report))
+    print(f"\nwrote {out}")
+    return 0
+
 
 def cmd_up(args: argparse.Namespace) -> int:
     from controller.settings import StrategyName

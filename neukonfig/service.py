@@ -107,9 +107,16 @@ def add_metrics_route(app: FastAPI, metrics: Metrics) -> None:
 
 
 def run_uvicorn(app: FastAPI, *, host: str, port: int, log_level: str = "warning") -> None:
+    """Serve on host:port, or on the listening socket a launcher handed over (no port race)."""
+    import os
+
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    inherited = os.environ.get("NEUKONFIG_LISTEN_FD")
+    if inherited:
+        uvicorn.run(app, fd=int(inherited), log_level=log_level, access_log=False)
+    else:
+        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
 
 
 def settings_or_exit(factory: Callable[[], T]) -> T:

@@ -22,6 +22,8 @@ import httpx
 from neukonfig.errors import NeukonfigError
 
 DEFAULT_START_TIMEOUT_S = 60.0
+# A service started here inherits its listening socket as this file descriptor.
+LISTEN_FD_VARIABLE = "NEUKONFIG_LISTEN_FD"
 STOP_GRACE_S = 10.0
 
 
@@ -78,7 +80,7 @@ class LocalService:
     settings: dict[str, str]
     log_path: Path
     host: str = "127.0.0.1"
-    port: int = field(default_factory=free_port)
+    port: int = 0  # 0: the kernel picks one when the service starts
     process: subprocess.Popen[bytes] | None = None
     # Runs the service elsewhere, e.g. ["ip", "netns", "exec", NS] for the cloud host.
     command_prefix: list[str] = field(default_factory=list)
@@ -93,15 +95,32 @@ class LocalService:
         return {self.kind.env_prefix + key.upper(): value for key, value in values.items()}
 
     def start(self) -> LocalService:
+        """Start the process. Here the listening socket is bound first and handed over,
+        so no other process can take the port between choosing and binding it."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [*self.command_prefix, sys.executable, "-m", *self.kind.module],
-                env={**os.environ, **self.env},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C in a terminal reaches us, not our children
-            )
+        listener = None
+        env = {**os.environ}
+        if self.command_prefix:
+            # Another network namespace has its own ports; a socket made here would not be in it.
+            self.port = self.port or free_port()
+        else:
+            listener = socket.create_server((self.host, self.port))
+            listener.set_inheritable(True)
+            self.port = listener.getsockname()[1]
+            env[LISTEN_FD_VARIABLE] = str(listener.fileno())
+        try:
+            with self.log_path.open("ab") as log:
+                self.process = subprocess.Popen(
+                    [*self.command_prefix, sys.executable, "-m", *self.kind.module],
+                    env={**env, **self.env},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    pass_fds=(listener.fileno(),) if listener else (),
+                    start_new_session=True,  # Ctrl-C in a terminal reaches us, not our children
+                )
+        finally:
+            if listener is not None:
+                listener.close()
         return self
 
     def alive(self) -> bool:
