@@ -84,7 +84,10 @@ class Controller:
         """Adopt what is already running, or bring up the planned initial pipeline."""
         await self.adopt()
         if self.probe is None:
-            self.probe, self.probe_url = await self.launcher.start_probe()
+            try:
+                self.probe, self.probe_url = await self.launcher.start_probe()
+            except NeukonfigError as error:  # serving matters more than measuring
+                log.warning("no probe target on the cloud side (%s); probing pipelines only", error)
         if self.active is None:
             initial = self.planner.best(
                 parse_bandwidth(self.settings.initial_bandwidth), self.rtt_s
