@@ -370,8 +370,8 @@ def cmd_bench_downtime(args: argparse.Namespace) -> int:
 
     from controller.settings import StrategyName
     from controller.up import parse_schedule
-    from testbed.downtime import DowntimeScenario, LinkKind, markdown_table, run_downtime
-    from testbed.netns import netns_available
+    from testbed.downtime import DowntimeScenario, markdown_table, run_downtime
+    from testbed.links import resolve_link_kind
 
     try:
         strategies = [StrategyName(name.strip()) for name in args.strategies.split(",")]
@@ -384,11 +384,8 @@ def cmd_bench_downtime(args: argparse.Namespace) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results = Path(args.results_dir or f"results/downtime-{args.model}-{stamp}")
     results.mkdir(parents=True, exist_ok=True)
-    link = LinkKind(args.link) if args.link != "auto" else None
-    if link is None:
-        link = LinkKind.TC if netns_available() else LinkKind.PROXY
     scenario = DowntimeScenario(
-        link=link,
+        link=resolve_link_kind(args.link),
         model=args.model,
         strategies=strategies,
         schedule=schedule,
@@ -456,13 +453,9 @@ def cmd_bench_planner(args: argparse.Namespace) -> int:
     import json
 
     from neukonfig.units import parse_bandwidth
-    from testbed.downtime import LinkKind
-    from testbed.netns import netns_available
+    from testbed.links import resolve_link_kind
     from testbed.regret import RegretScenario, markdown_table, run_regret
 
-    link = LinkKind(args.link) if args.link != "auto" else None
-    if link is None:
-        link = LinkKind.TC if netns_available() else LinkKind.PROXY
     scenario = RegretScenario(
         model=args.model,
         bandwidths=[parse_bandwidth(b) for b in args.bandwidths.split(",")],
@@ -470,7 +463,7 @@ def cmd_bench_planner(args: argparse.Namespace) -> int:
         requests=args.requests,
         seconds_per_cut=args.seconds,
         workdir=Path(args.workdir),
-        link=link,
+        link=resolve_link_kind(args.link),
         edge_slowdown=args.edge_slowdown,
         edge_threads=args.edge_threads,
     )

@@ -12,7 +12,6 @@ request it served, and peak and steady edge memory.
 from __future__ import annotations
 
 import asyncio
-import enum
 import itertools
 import platform
 import secrets
@@ -27,9 +26,7 @@ import onnxruntime
 import psutil
 
 from controller.assemble import build_controller
-from controller.backends.base import Backend
 from controller.backends.local import LocalService
-from controller.backends.process import ProcessBackend
 from controller.core import Controller
 from controller.settings import StrategyName
 from controller.strategies import SwitchRecord
@@ -37,22 +34,12 @@ from controller.up import UpOptions, embedded_settings, local_gateway, prepare
 from models.runtime import Role, load_partition, sample_input
 from neukonfig.manifest import Manifest
 from neukonfig.units import format_bandwidth
-from testbed.netns import CLOUD_ADDRESS, TcLink
+from testbed.links import LINK_DESCRIPTIONS, LinkKind, open_link
+from testbed.netns import TcLink
 from testbed.probe_client import ProbeClient, RequestRecord
 from testbed.shaped_link import ShapedLink
 
 MEMORY_EVERY_S = 0.25
-
-
-class LinkKind(str, enum.Enum):
-    TC = "tc"
-    PROXY = "proxy"
-
-
-LINK_DESCRIPTIONS = {
-    LinkKind.TC: "tc tbf on a veth into a cloud network namespace (testbed/netns.py)",
-    LinkKind.PROXY: "user-space shaping proxy on loopback (testbed/shaped_link.py)",
-}
 WINDOW_AFTER_S = 1.0  # the switch window ends this long after the new pipeline answered
 
 
@@ -156,7 +143,9 @@ def _run_strategy(
     token = secrets.token_urlsafe(24)
     logs = scenario.workdir / "bench-logs" / strategy.value
     gateway = local_gateway(parts, manifest, token, logs / "gateway.log")
-    link, backend = open_link(scenario, logs / "state")
+    link, backend = open_link(
+        scenario.link, rate_bps=scenario.schedule[0][1], state_dir=logs / "state"
+    )
     try:
         gateway.start().wait_ready()
         settings = embedded_settings(
@@ -184,30 +173,11 @@ def _run_strategy(
     return analyse(raw, scenario)
 
 
-class ProxyLink(ShapedLink):
-    """The user-space link with the same close() as the tc link."""
-
-    def close(self) -> None:
-        self.stop()
-
-
-def open_link(scenario: DowntimeScenario, state_dir: Path) -> tuple[ProxyLink | TcLink, Backend]:
-    """tc in a network namespace when asked for (root), else the user-space proxy."""
-    rate = scenario.schedule[0][1]
-    if scenario.link == LinkKind.TC:
-        link = TcLink(rate_bps=rate).open()
-        backend = ProcessBackend(
-            state_dir=state_dir, cloud_host=CLOUD_ADDRESS, cloud_command_prefix=link.command_prefix
-        )
-        return link, backend
-    return ProxyLink(rate_bps=rate).start_in_thread(), ProcessBackend(state_dir=state_dir)
-
-
 async def _drive(
     scenario: DowntimeScenario,
     controller: Controller,
     client: ProbeClient,
-    link: ShapedLink,
+    link: ShapedLink | TcLink,
     gateway: LocalService,
 ) -> dict[str, object]:
     await controller.start()

@@ -17,7 +17,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from controller.backends.process import ProcessBackend
 from controller.gateway_client import GatewayClient
 from controller.pipelines import PipelineLauncher
 from controller.settings import StrategyName
@@ -25,9 +24,10 @@ from controller.up import UpOptions, local_gateway, prepare
 from models.planner import CutChoice, Planner, load_planner
 from models.runtime import sample_input
 from neukonfig.units import format_bandwidth
-from testbed.downtime import LINK_DESCRIPTIONS, LinkKind, ProxyLink
-from testbed.netns import CLOUD_ADDRESS, TcLink
+from testbed.links import LINK_DESCRIPTIONS, LinkKind, open_link
+from testbed.netns import TcLink
 from testbed.probe_client import binary_infer_body
+from testbed.shaped_link import ShapedLink
 
 WARMUP_REQUESTS = 2
 
@@ -66,14 +66,7 @@ def run_regret(scenario: RegretScenario, progress: Callable[[str], None]) -> dic
     token = secrets.token_urlsafe(24)
     state = scenario.workdir / "regret-state"
     gateway = local_gateway(parts, manifest, token, state / "gateway.log")
-    if scenario.link == LinkKind.TC:
-        link: TcLink | ProxyLink = TcLink(rate_bps=scenario.bandwidths[0]).open()
-        backend = ProcessBackend(
-            state_dir=state, cloud_host=CLOUD_ADDRESS, cloud_command_prefix=link.command_prefix
-        )
-    else:
-        link = ProxyLink(rate_bps=scenario.bandwidths[0]).start_in_thread()
-        backend = ProcessBackend(state_dir=state)
+    link, backend = open_link(scenario.link, rate_bps=scenario.bandwidths[0], state_dir=state)
     launcher = PipelineLauncher(
         backend=backend,
         link=link,
@@ -131,7 +124,7 @@ async def _measure_all(
     scenario: RegretScenario,
     planner: Planner,
     launcher: PipelineLauncher,
-    link: TcLink | ProxyLink,
+    link: TcLink | ShapedLink,
     gateway_url: str,
     token: str,
     model: str,

@@ -187,6 +187,8 @@ class ShapedLink:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
 
+    close = stop  # the same call as TcLink.close, so callers need not tell links apart
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Shape TCP traffic to a target on loopback.")
