@@ -35,6 +35,7 @@ from models.runtime import Role, load_partition, sample_input
 from models.zoo import build_model
 from neukonfig.manifest import Manifest
 from neukonfig.peer_client import PeerClient
+from testbed.probe_client import binary_infer_body
 
 CONCURRENCY = (1, 4, 16)
 
@@ -55,23 +56,6 @@ def in_process(parts: Path, manifest: Manifest, cut: int, batch: np.ndarray, n: 
         tail.run(head.run(feeds))
         times.append(time.perf_counter() - started)
     return times
-
-
-def binary_request(batch: np.ndarray) -> tuple[bytes, dict[str, str]]:
-    header = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "input",
-                    "shape": list(batch.shape),
-                    "datatype": "FP32",
-                    "parameters": {"binary_data_size": batch.nbytes},
-                }
-            ],
-            "outputs": [{"name": "logits", "parameters": {"binary_data": True}}],
-        }
-    ).encode()
-    return header + batch.tobytes(), {"inference-header-content-length": str(len(header))}
 
 
 async def served(url: str, body: bytes, headers: dict[str, str], n: int) -> list[float]:
@@ -167,7 +151,7 @@ def bench_model(name: str, work: Path, n: int, seconds: float) -> dict[str, obje
     baseline = in_process(work / "parts", manifest, cut, batch, n)
     services, url = start_stack(work / "parts", cut, name, work)
     try:
-        body, headers = binary_request(batch)
+        body, headers = binary_infer_body("input", batch)
         print(f"{name}: served latency ...", file=sys.stderr, flush=True)
         path = asyncio.run(served(url, body, headers, n))
         peer_path = asyncio.run(served_by_peer_client(url, body, headers, n))

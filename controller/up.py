@@ -17,7 +17,7 @@ import os
 import secrets
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -30,10 +30,11 @@ from controller.backends.local import LocalService, ServiceKind
 from controller.core import Controller
 from controller.pipelines import DirectLink, Link
 from controller.settings import ControllerSettings, StrategyName
-from models.runtime import Role
+from models.runtime import Role, sample_input
 from neukonfig.errors import NeukonfigError
 from neukonfig.manifest import MANIFEST_FILE, Manifest, read_manifest
 from neukonfig.units import format_bandwidth, parse_bandwidth, parse_duration
+from testbed.probe_client import binary_infer_body
 from testbed.shaped_link import ShapedLink
 
 STATUS_EVERY_S = 2.0
@@ -272,32 +273,13 @@ class TrafficStats:
     sent: int = 0
     ok: int = 0
     failed: int = 0
-    latencies: list[float] | None = None
-
-    def __post_init__(self) -> None:
-        self.latencies = []
+    latencies: list[float] = field(default_factory=list)
 
 
 async def _traffic(gateway_url: str, manifest: Manifest, rate: float, stats: TrafficStats) -> None:
     """Open-loop requests at ``rate`` per second, so a switch shows in what clients see."""
     spec = manifest.model.inputs[0]
-    from models.runtime import sample_input
-
-    batch = sample_input(spec, batch=1, seed=0)
-    header = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": spec.name,
-                    "shape": list(batch.shape),
-                    "datatype": "FP32",
-                    "parameters": {"binary_data_size": batch.nbytes},
-                }
-            ]
-        }
-    ).encode()
-    body = header + batch.tobytes()
-    headers = {"inference-header-content-length": str(len(header))}
+    body, headers = binary_infer_body(spec.name, sample_input(spec, batch=1, seed=0))
     url = f"{gateway_url}/v2/models/{manifest.model.name}/infer"
 
     async def one(client: httpx.AsyncClient) -> None:
@@ -310,7 +292,6 @@ async def _traffic(gateway_url: str, manifest: Manifest, rate: float, stats: Tra
             ok = False
         stats.ok += ok
         stats.failed += not ok
-        assert stats.latencies is not None
         stats.latencies.append(time.perf_counter() - started)
 
     async with httpx.AsyncClient(timeout=60) as client:

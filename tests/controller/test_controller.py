@@ -18,7 +18,7 @@ from controller.settings import ControllerSettings, StrategyName
 from controller.strategies import Outcome
 from models.runtime import Role, load_partition
 from testbed.netns import CLOUD_ADDRESS, TcLink, netns_available
-from testbed.probe_client import ProbeClient, RequestRecord
+from testbed.probe_client import ProbeClient, RequestRecord, binary_infer_body
 
 from conftest import CUT_AT_HIGH, CUT_AT_LOW, HIGH, LOW
 
@@ -46,22 +46,8 @@ def settings_for(
 
 
 def request_body() -> tuple[bytes, dict[str, str]]:
-    import json
-
     batch = np.random.default_rng(0).standard_normal((1, 3, 32, 32), dtype=np.float32)
-    header = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "input",
-                    "shape": [1, 3, 32, 32],
-                    "datatype": "FP32",
-                    "parameters": {"binary_data_size": batch.nbytes},
-                }
-            ]
-        }
-    ).encode()
-    return header + batch.tobytes(), {"inference-header-content-length": str(len(header))}
+    return binary_infer_body("input", batch)
 
 
 def probe_client(gateway_url: str, parts: Path) -> ProbeClient:
