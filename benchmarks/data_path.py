@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import platform
 import secrets
 import sys
 import tempfile
@@ -36,6 +34,7 @@ from models.zoo import build_model
 from neukonfig.manifest import Manifest
 from neukonfig.peer_client import PeerClient
 from testbed.probe_client import binary_infer_body
+from testbed.report import machine, write_json
 
 CONCURRENCY = (1, 4, 16)
 
@@ -215,13 +214,11 @@ def main() -> None:
     report = {
         "benchmark": "data_path",
         "link": "loopback, no shaping",
-        "machine": {"platform": platform.platform(), "python": sys.version.split()[0]},
+        "machine": machine(),
         "versions": {"onnxruntime": onnxruntime.__version__, "httpx": httpx.__version__},
         "rows": rows,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_json(args.out, report)
     print(table(rows))
     print(f"\nwrote {out}")
 

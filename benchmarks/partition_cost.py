@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import onnx
 import onnxruntime
+
+from testbed.report import machine, write_json
 
 MODELS = ("mobilenetv2", "resnet50", "vgg16")
 
@@ -113,21 +114,13 @@ def main() -> None:
             rows += bench_model(name, Path(scratch))
     report = {
         "benchmark": "partition_cost",
-        "machine": {"platform": platform.platform(), "cpus": _cpus(), "python": sys.version},
+        "machine": machine(),
         "versions": {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
         "rows": rows,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_json(args.out, report)
     print(table(rows))
     print(f"\nwrote {out}")
-
-
-def _cpus() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0))
 
 
 if __name__ == "__main__":

@@ -10,12 +10,10 @@ change the work done), then times many calls at varying bandwidths.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
@@ -24,6 +22,7 @@ from models.planner import Planner
 from models.profiler import machine_info
 from models.switch_policy import SwitchPolicy
 from neukonfig.manifest import CutKind, CutSpec
+from testbed.report import write_json
 
 
 def synthetic_planner(cuts: int, *, seed: int = 0) -> Planner:
@@ -131,9 +130,7 @@ def main() -> None:
         "numpy": np.__version__,
         "rows": rows,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_json(args.out, report)
     print(table(rows))
     print(f"\nwrote {out}")
 

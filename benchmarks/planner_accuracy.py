@@ -19,7 +19,6 @@ again; the report says how many cuts still saw other load.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -52,6 +51,7 @@ from neukonfig.manifest import CutKind, CutSpec, Manifest, read_manifest
 from neukonfig.profiles import CutProfile, write_profile
 from neukonfig.units import format_bandwidth
 from neukonfig.wire import decode, encode
+from testbed.report import write_json
 
 MODELS = ("mobilenetv2", "vgg16")
 EDGE_THREADS = 1
@@ -323,9 +323,7 @@ def main() -> None:
         "load_average_1min": {"before": load_before, "after": load_after},
         "models": [result.as_dict() for result in results],
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_json(args.out, report)
     print(summary_table(results))
     print(f"\n1-minute load average: {load_before} before, {load_after} after")
     for result in results:

@@ -11,13 +11,12 @@ guards (minimum gain without dwell, dwell without minimum gain).
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 from models.planner import Planner
 from models.switch_policy import SwitchPolicy, SwitchRule, replay
 from models.traces import Trace, naive_switches, noise_around, ramp, square_wave, wander
 from neukonfig.manifest import CutKind, CutSpec
+from testbed.report import write_json
 
 RATE_HZ = 10.0
 UPPER_CROSSOVER_BPS = 40e6
@@ -95,9 +94,7 @@ def main() -> None:
     rows = [count(planner, name, trace) for name, trace in traces().items()]
     rules = {label: vars(rule) for label, rule in RULES.items()}
     report = {"benchmark": "switch_traces", "rate_hz": RATE_HZ, "rules": rules, "rows": rows}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_json(args.out, report)
     print(table(rows))
     print(f"\nwrote {out}")
 

@@ -42,6 +42,7 @@ import psutil
 
 from models.runtime import session_options
 from neukonfig.manifest import CutKind, read_manifest
+from testbed.report import write_json
 
 MODELS = ("mobilenetv2", "vgg16")
 WEIGHTS = "weights.bin"
@@ -603,9 +604,7 @@ def main() -> None:
         "rows": rows,
         "paired_latency": paired,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_json(args.out, report)
     print(table(rows))
     print()
     print(summary(rows))

@@ -366,12 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_bench_downtime(args: argparse.Namespace) -> int:
-    import json
 
     from controller.settings import StrategyName
     from controller.up import parse_schedule
     from testbed.downtime import DowntimeScenario, markdown_table, run_downtime
     from testbed.links import resolve_link_kind
+    from testbed.report import write_json
 
     try:
         strategies = [StrategyName(name.strip()) for name in args.strategies.split(",")]
@@ -399,8 +399,7 @@ def cmd_bench_downtime(args: argparse.Namespace) -> int:
     report = run_downtime(scenario, _progress)
     table = markdown_table(report)
     out = Path(args.json) if args.json else results / "downtime.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(out, report)
     (results / "table.md").write_text(table + "\n")
     from testbed.plot import plot_downtime
 
@@ -450,11 +449,11 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
 
 
 def cmd_bench_planner(args: argparse.Namespace) -> int:
-    import json
 
     from neukonfig.units import parse_bandwidth
     from testbed.links import resolve_link_kind
     from testbed.regret import RegretScenario, markdown_table, run_regret
+    from testbed.report import write_json
 
     scenario = RegretScenario(
         model=args.model,
@@ -468,9 +467,7 @@ def cmd_bench_planner(args: argparse.Namespace) -> int:
         edge_threads=args.edge_threads,
     )
     report = run_regret(scenario, _progress)
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_json(args.json, report)
     print(markdown_table(report))
     print(f"\nwrote {out}")
     return 0

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import platform
 import secrets
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +35,7 @@ from neukonfig.units import format_bandwidth
 from testbed.links import LINK_DESCRIPTIONS, LinkKind, open_link
 from testbed.netns import TcLink
 from testbed.probe_client import ProbeClient, RequestRecord
+from testbed.report import machine
 from testbed.shaped_link import ShapedLink
 
 MEMORY_EVERY_S = 0.25
@@ -121,11 +120,7 @@ def run_downtime(scenario: DowntimeScenario, progress: Callable[[str], None]) ->
         "edge_slowdown": scenario.edge_slowdown,
         "edge_threads": scenario.edge_threads,
         "seed": scenario.seed,
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": psutil.cpu_count(),
-            "python": sys.version.split()[0],
-        },
+        "machine": machine(),
         "versions": {"onnxruntime": onnxruntime.__version__},
         "strategies": results,
     }
