@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from controller.pipelines import ManagedPipeline, PipelineState
+from controller.pipelines import PipelineState
 from controller.settings import StrategyName
 from neukonfig.errors import NeukonfigError
 
@@ -107,4 +107,4 @@ STRATEGIES = {
     StrategyName.SWITCH_STANDBY: switch_standby,
 }
 
-__all__ = ["STRATEGIES", "ManagedPipeline", "Outcome", "SwitchRecord"]
+__all__ = ["STRATEGIES", "Outcome", "SwitchRecord"]

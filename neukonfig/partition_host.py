@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from models.runtime import Partition, Role, load_partition, warm_up
 from neukonfig.errors import NotReadyError
 from neukonfig.protocol import LIVE_PATH, PARTITION_INFO_PATH, READY_PATH
-from neukonfig.wire import ExpectedTensor, decode, encode
+from neukonfig.wire import ExpectedTensor, decode
 
 log = logging.getLogger("neukonfig.partition")
 
@@ -177,7 +177,6 @@ __all__ = [
     "LoadState",
     "PartitionHost",
     "decode_inputs",
-    "encode",
     "health_router",
     "start_loading",
 ]
