@@ -10,5 +10,7 @@ from controller.settings import get_settings
 from neukonfig.service import run_uvicorn, settings_or_exit
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+# One line per control-loop HTTP call would bury the switches.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 settings = settings_or_exit(get_settings)
 run_uvicorn(create_app(build_controller(settings)), host=settings.host, port=settings.port)

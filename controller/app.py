@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
+from controller.backends.base import ServiceHandle
 from controller.core import Controller
 from controller.settings import StrategyName
 from neukonfig.errors import CutNotFoundError
@@ -21,6 +23,22 @@ class ManualSwitch(BaseModel):
 
     cut: int = Field(ge=0)
     strategy: StrategyName | None = None
+
+
+def scrape_target(handle: ServiceHandle) -> dict[str, object]:
+    """One Prometheus HTTP service discovery entry: ``neukonfig.cut`` becomes the target
+    label ``neukonfig_cut`` (dots are not allowed in label names)."""
+    labels = {key.replace(".", "_"): value for key, value in handle.spec.labels.items()}
+    return {"targets": [urlsplit(handle.url).netloc], "labels": labels}
+
+
+def scrape_targets(controller: Controller) -> list[dict[str, object]]:
+    """Every partition service the controller runs, probe included: the backend decides
+    the URLs, so one discovery works for processes, containers and pods alike."""
+    handles = [s for p in controller.pipelines.values() for s in (p.edge, p.cloud) if s]
+    if controller.probe is not None:
+        handles.append(controller.probe)
+    return [scrape_target(handle) for handle in handles]
 
 
 def create_app(controller: Controller) -> FastAPI:
@@ -47,6 +65,11 @@ def create_app(controller: Controller) -> FastAPI:
     @app.get("/v1/state")
     def state() -> dict[str, object]:
         return controller.state()
+
+    @app.get("/v1/targets")
+    def targets() -> list[dict[str, object]]:
+        # Prometheus http_sd_configs: https://prometheus.io/docs/prometheus/latest/http_sd/
+        return scrape_targets(controller)
 
     @app.get("/v1/history")
     def history() -> dict[str, object]:

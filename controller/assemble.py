@@ -12,11 +12,25 @@ from models.planner import load_planner
 from neukonfig.errors import UnsupportedModelError
 from neukonfig.manifest import read_manifest
 
+BACKENDS = ("process", "docker", "kubernetes")
+
 
 def make_backend(settings: ControllerSettings) -> Backend:
+    """The backend by name; docker and kubernetes take their own NEUKONFIG_DOCKER_* and
+    NEUKONFIG_K8S_* settings, and their SDKs are imported only when chosen."""
     if settings.backend == "process":
         return ProcessBackend(state_dir=settings.state_dir)
-    raise UnsupportedModelError(f"unknown backend {settings.backend!r}; available: process")
+    if settings.backend == "docker":
+        from controller.backends.docker import DockerBackend, DockerBackendSettings
+
+        return DockerBackend(DockerBackendSettings())
+    if settings.backend == "kubernetes":
+        from controller.backends.kubernetes import KubernetesBackend
+
+        return KubernetesBackend.from_env()
+    raise UnsupportedModelError(
+        f"unknown backend {settings.backend!r}; available: {', '.join(BACKENDS)}"
+    )
 
 
 def build_controller(

@@ -58,6 +58,7 @@ class Controller:
         self.planner = planner
         self.gateway = gateway
         self.metrics = metrics or Metrics(service="controller")
+        self.metrics.start_switch_series([strategy.value for strategy in StrategyName])
         self.rtt_s = parse_duration(settings.rtt)
         self.estimator = BandwidthEstimator(rtt_s=self.rtt_s)
         rule = SwitchRule(

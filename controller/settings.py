@@ -29,7 +29,7 @@ class ControllerSettings(BaseSettings):
     edge_profile: Path = Field(description="Profile JSON of the edge (heads)")
     cloud_profile: Path = Field(description="Profile JSON of the cloud (tails)")
     strategy: StrategyName = StrategyName.SWITCH_ON_DEMAND
-    backend: str = Field(default="process", description="process (docker, kubernetes later)")
+    backend: str = Field(default="process", description="process, docker or kubernetes")
     state_dir: Path = Field(default=Path(".neukonfig/state"), description="Backend records, logs")
     host: str = "127.0.0.1"
     port: int = Field(default=8300, ge=0, le=65535)

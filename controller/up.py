@@ -40,6 +40,17 @@ from testbed.shaped_link import ShapedLink
 STATUS_EVERY_S = 2.0
 
 
+@dataclass(frozen=True)
+class PrepareOptions:
+    """What ``prepare`` needs: the model and how the edge is profiled."""
+
+    model: str
+    workdir: Path
+    edge_threads: int = 1
+    edge_slowdown: float = 1.0
+    profile_repeats: int = 5
+
+
 @dataclass
 class UpOptions:
     model: str
@@ -55,6 +66,12 @@ class UpOptions:
     duration_s: float | None
     initial_bandwidth: str
     profile_repeats: int
+
+    @property
+    def preparation(self) -> PrepareOptions:
+        return PrepareOptions(
+            self.model, self.workdir, self.edge_threads, self.edge_slowdown, self.profile_repeats
+        )
 
 
 def say(message: str) -> None:
@@ -76,7 +93,7 @@ def parse_schedule(text: str | None) -> list[tuple[float, float]]:
     return sorted(steps)
 
 
-def prepare(options: UpOptions) -> tuple[Manifest, Path, Path, Path]:
+def prepare(options: PrepareOptions) -> tuple[Manifest, Path, Path, Path]:
     """Model, partitions and profiles in the work directory, reused when already there."""
     from models.partition import partition_model
     from models.profiler import profile_partitions
@@ -94,6 +111,11 @@ def prepare(options: UpOptions) -> tuple[Manifest, Path, Path, Path]:
 
             say(f"building {name} from the zoo ...")
             onnx.save(build_model(name), str(source))
+    elif not source.is_file():
+        raise NeukonfigError(
+            f"--model {options.model!r} is neither a zoo model ({', '.join(ZOO_MODELS)}) "
+            "nor an ONNX file"
+        )
     parts = work / f"{name}-partitions"
     if not (parts / MANIFEST_FILE).exists():
         say(f"partitioning {source} at every cut into {parts} ...")
@@ -113,6 +135,24 @@ def prepare(options: UpOptions) -> tuple[Manifest, Path, Path, Path]:
             write_profile(path, profile)
         profiles[role] = path
     return manifest, parts, profiles[Role.EDGE], profiles[Role.CLOUD]
+
+
+STABLE_NAMES = ("partitions", "edge-profile.json", "cloud-profile.json")
+
+
+def link_stable_names(work: Path, *targets: Path) -> list[tuple[Path, Path]]:
+    """Point ``work/partitions`` and ``work/{edge,cloud}-profile.json`` at ``targets``.
+
+    Container settings name these fixed paths, whatever the model and slowdown; the links
+    are relative so they resolve in any container that mounts ``work`` anywhere.
+    """
+    linked = []
+    for name, target in zip(STABLE_NAMES, targets, strict=True):
+        link = work / name
+        link.unlink(missing_ok=True)
+        link.symlink_to(target.relative_to(work))
+        linked.append((link, target))
+    return linked
 
 
 def local_gateway(
@@ -171,7 +211,7 @@ def _check_port_free(port: int) -> None:
 def run_up(options: UpOptions) -> int:
     for port in (options.gateway_port, options.controller_port):
         _check_port_free(port)
-    prepared = prepare(options)
+    prepared = prepare(options.preparation)
     manifest, parts = prepared[0], prepared[1]
     token = secrets.token_urlsafe(24)
     token_file = options.workdir / "admin-token"

@@ -15,15 +15,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from neukonfig.cli_common import positive_int, progress
+from neukonfig.cli_stack import add_stack_commands
 from neukonfig.errors import NeukonfigError
 
 if TYPE_CHECKING:
     from models.planner import CutChoice, Planner
     from neukonfig.profiles import Profile
-
-
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def human_bytes(size: int | None) -> str:
@@ -52,7 +50,7 @@ def cmd_zoo_build(args: argparse.Namespace) -> int:
     if args.name not in ZOO_MODELS:
         build_model(args.name)  # raises the error that names the choices
     started = time.perf_counter()
-    _progress(f"building {args.name} (seed {args.seed}) ...")
+    progress(f"building {args.name} (seed {args.seed}) ...")
     model = build_model(args.name, seed=args.seed)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -91,12 +89,12 @@ def cmd_partition(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     out = Path(args.out)
-    manifest = partition_model(args.model, out, cuts=args.cuts, name=args.name, progress=_progress)
+    manifest = partition_model(args.model, out, cuts=args.cuts, name=args.name, progress=progress)
     written = len(manifest.cuts)
     elapsed = time.perf_counter() - started
     print(f"wrote {written} of {manifest.num_cuts} cuts to {out} in {elapsed:.1f} s")
     if args.verify:
-        checks = verify_partitions(out, manifest, seed=args.seed, progress=_progress)
+        checks = verify_partitions(out, manifest, seed=args.seed, progress=progress)
         worst = max((check.max_abs_error for check in checks), default=0.0)
         print(f"verified {len(checks)} split cuts against the full model (max |error| {worst:.2e})")
     return 0
@@ -115,7 +113,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         threads=args.threads,
         warmup=args.warmup,
         repeats=args.repeats,
-        progress=_progress,
+        progress=progress,
     )
     if args.slowdown != 1.0:
         profile = with_edge_slowdown(profile, args.slowdown)
@@ -126,7 +124,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     )
     loaded = loaded_cuts(profile)
     if loaded:
-        _progress(
+        progress(
             f"warning: other processes used the CPU while {len(loaded)} cut(s) were timed "
             f"(cuts {', '.join(map(str, loaded[:8]))}{' ...' if len(loaded) > 8 else ''}); "
             f"their times may be inflated: profile again on a quiet machine"
@@ -274,16 +272,6 @@ def _profile_setup(profile: Profile) -> str:
     return f"{threads}{emulated} on {machine.cpu_model} x{machine.cpu_count}"
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
 def _add_profile_and_plan(commands: argparse._SubParsersAction) -> None:
     profile = commands.add_parser("profile", help="measure every cut's cost on this machine")
     profile.add_argument("directory", help="partition directory (from neukonfig partition)")
@@ -295,7 +283,7 @@ def _add_profile_and_plan(commands: argparse._SubParsersAction) -> None:
     )
     profile.add_argument(
         "--threads",
-        type=_positive_int,
+        type=positive_int,
         help="onnxruntime intra-op threads (default: one per core); fewer threads than "
         "this machine has, for the edge role, is recorded as an emulated edge",
     )
@@ -306,8 +294,8 @@ def _add_profile_and_plan(commands: argparse._SubParsersAction) -> None:
         help="scale head compute for an edge emulated this many times slower (see "
         "NEUKONFIG_EDGE_SLOWDOWN)",
     )
-    profile.add_argument("--repeats", type=_positive_int, default=10, help="timed runs (10)")
-    profile.add_argument("--warmup", type=_positive_int, default=2, help="untimed runs first (2)")
+    profile.add_argument("--repeats", type=positive_int, default=10, help="timed runs (10)")
+    profile.add_argument("--warmup", type=positive_int, default=2, help="untimed runs first (2)")
     profile.add_argument("--out", required=True, help="profile JSON to write")
     profile.set_defaults(handler=cmd_profile)
 
@@ -324,7 +312,7 @@ def _add_profile_and_plan(commands: argparse._SubParsersAction) -> None:
     plan.add_argument(
         "--stat", choices=["median", "p90"], default="median", help="profile time to use"
     )
-    plan.add_argument("--top", type=_positive_int, help="show only the N fastest cuts")
+    plan.add_argument("--top", type=positive_int, help="show only the N fastest cuts")
     plan.add_argument("--json", action="store_true", help="print JSON instead of a table")
     plan.set_defaults(handler=cmd_plan)
 
@@ -360,172 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     partition.add_argument("--seed", type=int, default=0, help="seed of the --verify input")
     partition.set_defaults(handler=cmd_partition)
     _add_profile_and_plan(commands)
-    _add_up(commands)
-    _add_bench(commands)
+    add_stack_commands(commands)
     return parser
-
-
-def cmd_bench_downtime(args: argparse.Namespace) -> int:
-
-    from controller.settings import StrategyName
-    from controller.up import parse_schedule
-    from testbed.downtime import DowntimeScenario, markdown_table, run_downtime
-    from testbed.links import resolve_link_kind
-    from testbed.report import write_json
-
-    try:
-        strategies = [StrategyName(name.strip()) for name in args.strategies.split(",")]
-    except ValueError as error:
-        known = ", ".join(s.value for s in StrategyName)
-        raise NeukonfigError(f"{error}; strategies are {known}") from None
-    schedule = parse_schedule(args.schedule)
-    if not schedule or schedule[0][0] != 0:
-        raise NeukonfigError("--schedule must start with a rate at 0, e.g. 50mbit@0,5mbit@20")
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    results = Path(args.results_dir or f"results/downtime-{args.model}-{stamp}")
-    results.mkdir(parents=True, exist_ok=True)
-    scenario = DowntimeScenario(
-        link=resolve_link_kind(args.link),
-        model=args.model,
-        strategies=strategies,
-        schedule=schedule,
-        rate_per_s=args.rate,
-        duration_s=args.duration or schedule[-1][0] + 20,
-        workdir=Path(args.workdir),
-        edge_slowdown=args.edge_slowdown,
-        edge_threads=args.edge_threads,
-        seed=args.seed,
-    )
-    report = run_downtime(scenario, _progress)
-    table = markdown_table(report)
-    out = Path(args.json) if args.json else results / "downtime.json"
-    write_json(out, report)
-    (results / "table.md").write_text(table + "\n")
-    from testbed.plot import plot_downtime
-
-    picture = plot_downtime(report, results / "downtime.png")
-    print(table)
-    print(f"\nresults in {results} (JSON: {out}, plot: {picture})")
-    return 0
-
-
-def _add_bench(commands: argparse._SubParsersAction) -> None:
-    bench = commands.add_parser("bench", help="run the benchmarks")
-    kinds = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")
-    downtime = kinds.add_parser("downtime", help="every strategy through one bandwidth schedule")
-    downtime.add_argument("--model", default="mobilenetv2", help="zoo model name or .onnx")
-    downtime.add_argument("--strategies", default="pause_resume,switch_on_demand,switch_standby")
-    downtime.add_argument("--schedule", default="50mbit@0,5mbit@20,50mbit@40")
-    downtime.add_argument("--rate", type=float, default=10.0, help="probe requests per second")
-    downtime.add_argument("--duration", type=float, help="seconds per strategy (last step + 20)")
-    downtime.add_argument(
-        "--link",
-        choices=["auto", "tc", "proxy"],
-        default="auto",
-        help="tc in a network namespace (root) or the user-space proxy; auto: tc when root",
-    )
-    downtime.add_argument("--edge-slowdown", type=float, default=1.0)
-    downtime.add_argument("--edge-threads", type=_positive_int, default=1)
-    downtime.add_argument("--workdir", default=".neukonfig/bench")
-    downtime.add_argument("--results-dir", help="default results/downtime-MODEL-TIMESTAMP")
-    downtime.add_argument("--json", help="also write the JSON here")
-    downtime.add_argument("--seed", type=int, default=0)
-    downtime.set_defaults(handler=cmd_bench_downtime)
-
-    planner = kinds.add_parser("planner", help="regret of the planner's cut, measured end to end")
-    planner.add_argument("--model", default="resnet50", help="zoo model name or .onnx")
-    planner.add_argument("--bandwidths", default="1mbit,5mbit,10mbit,25mbit,50mbit,100mbit")
-    planner.add_argument("--top", type=_positive_int, default=3, help="candidates per bandwidth")
-    planner.add_argument(
-        "--requests", type=_positive_int, default=10, help="per candidate, at most"
-    )
-    planner.add_argument("--seconds", type=float, default=8.0, help="per candidate, at most")
-    planner.add_argument("--link", choices=["auto", "tc", "proxy"], default="auto")
-    planner.add_argument("--edge-slowdown", type=float, default=1.0)
-    planner.add_argument("--edge-threads", type=_positive_int, default=1)
-    planner.add_argument("--workdir", default=".neukonfig/bench")
-    planner.add_argument("--json", default="results/planner_regret.json")
-    planner.set_defaults(handler=cmd_bench_planner)
-
-
-def cmd_bench_planner(args: argparse.Namespace) -> int:
-
-    from neukonfig.units import parse_bandwidth
-    from testbed.links import resolve_link_kind
-    from testbed.regret import RegretScenario, markdown_table, run_regret
-    from testbed.report import write_json
-
-    scenario = RegretScenario(
-        model=args.model,
-        bandwidths=[parse_bandwidth(b) for b in args.bandwidths.split(",")],
-        top=args.top,
-        requests=args.requests,
-        seconds_per_cut=args.seconds,
-        workdir=Path(args.workdir),
-        link=resolve_link_kind(args.link),
-        edge_slowdown=args.edge_slowdown,
-        edge_threads=args.edge_threads,
-    )
-    report = run_regret(scenario, _progress)
-    out = write_json(args.json, report)
-    print(markdown_table(report))
-    print(f"\nwrote {out}")
-    return 0
-
-
-def cmd_up(args: argparse.Namespace) -> int:
-    from controller.settings import StrategyName
-    from controller.up import UpOptions, parse_schedule, run_up
-
-    options = UpOptions(
-        model=args.model,
-        workdir=Path(args.workdir),
-        strategy=StrategyName(args.strategy),
-        gateway_port=args.gateway_port,
-        controller_port=args.controller_port,
-        edge_threads=args.edge_threads,
-        edge_slowdown=args.edge_slowdown,
-        link_rate=args.link_rate,
-        schedule=parse_schedule(args.schedule),
-        traffic_rate=args.traffic,
-        duration_s=args.duration,
-        initial_bandwidth=args.initial_bandwidth,
-        profile_repeats=args.profile_repeats,
-    )
-    if options.schedule and not options.link_rate:
-        raise NeukonfigError("--schedule changes the emulated link: give --link-rate too")
-    return run_up(options)
-
-
-def _add_up(commands: argparse._SubParsersAction) -> None:
-    up = commands.add_parser(
-        "up", help="run gateway, partitions and controller locally (the embedded default)"
-    )
-    up.add_argument("--model", default="mobilenetv2", help="zoo model name or .onnx file")
-    up.add_argument("--workdir", default=".neukonfig/up", help="cache of model, partitions, logs")
-    up.add_argument(
-        "--strategy",
-        choices=["pause_resume", "switch_on_demand", "switch_standby"],
-        default="switch_standby",
-    )
-    up.add_argument("--gateway-port", type=int, default=8000)
-    up.add_argument("--controller-port", type=int, default=8300)
-    up.add_argument(
-        "--edge-threads", type=_positive_int, default=1, help="threads per edge partition (1)"
-    )
-    up.add_argument(
-        "--edge-slowdown",
-        type=float,
-        default=1.0,
-        help="emulate an edge device this many times slower than this machine (e.g. 8)",
-    )
-    up.add_argument("--link-rate", help="emulate the edge-cloud link at this rate, e.g. 50mbit")
-    up.add_argument("--schedule", help="change the emulated rate: 5mbit@20,50mbit@40 (seconds)")
-    up.add_argument("--traffic", type=float, default=0.0, help="send N requests/s as a demo")
-    up.add_argument("--duration", type=float, help="stop after this many seconds")
-    up.add_argument("--initial-bandwidth", default="50mbit", help="plan the first cut for this")
-    up.add_argument("--profile-repeats", type=_positive_int, default=5)
-    up.set_defaults(handler=cmd_up)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

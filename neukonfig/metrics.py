@@ -8,6 +8,7 @@ simply have no samples there.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -65,19 +66,36 @@ class Metrics:
             buckets=(0.0, 1e-6, 1e-5, *LATENCY_BUCKETS),
             registry=r,
         )
-        self.bandwidth = Gauge(
-            "neukonfig_bandwidth_estimate_bits_per_second",
-            "Current edge-to-cloud bandwidth estimate",
-            registry=r,
-        )
-        self.transfer_bytes = Counter(
-            "neukonfig_transfer_bytes", "Bytes sent across the edge-cloud link", registry=r
-        )
         # labels() costs 0.7 µs (a lock, a tuple, a dict lookup) and the gateway makes five
         # such calls a request. Children are cached on first use, so a stage or status that
         # never happened still has no sample.
         self._stage_children: dict[Stage, Histogram] = {}
         self._status_children: dict[int | str, Counter] = {}
+
+    # Families without labels always have a sample, so these two are registered on first
+    # use: a gateway exports no bandwidth estimate and a cloud partition no transfer bytes.
+    @functools.cached_property
+    def bandwidth(self) -> Gauge:
+        return Gauge(
+            "neukonfig_bandwidth_estimate_bits_per_second",
+            "Current edge-to-cloud bandwidth estimate",
+            registry=self.registry,
+        )
+
+    @functools.cached_property
+    def transfer_bytes(self) -> Counter:
+        return Counter(
+            "neukonfig_transfer_bytes",
+            "Bytes sent across the edge-cloud link",
+            registry=self.registry,
+        )
+
+    def start_switch_series(self, strategies: list[str]) -> None:
+        """Zero series for every strategy, so that the first switch of each is an increase
+        Prometheus can see (a series' first sample is not)."""
+        for strategy in strategies:
+            self.switches.labels(strategy)
+            self.switch_downtime.labels(strategy)
 
     def observe_stage(self, stage: Stage, seconds: float) -> None:
         child = self._stage_children.get(stage)

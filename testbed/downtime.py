@@ -98,7 +98,7 @@ def run_downtime(scenario: DowntimeScenario, progress: Callable[[str], None]) ->
         initial_bandwidth=format_bandwidth(scenario.schedule[0][1]),
         profile_repeats=scenario.profile_repeats,
     )
-    manifest, parts, edge_profile, cloud_profile = prepare(options)
+    manifest, parts, edge_profile, cloud_profile = prepare(options.preparation)
     batch = sample_input(manifest.model.inputs[0], batch=1, seed=scenario.seed)
     expected = load_partition(parts, 0, Role.CLOUD).run({manifest.model.inputs[0].name: batch})
     reference = next(iter(expected.values()))
@@ -291,22 +291,27 @@ def latency_summary(records: list[RequestRecord]) -> dict[str, float | int]:
 
 
 def summary_line(run: dict[str, object]) -> str:
-    downtime = ", ".join(f"{d * 1e3:.3f} ms" for d in run["edge_downtime_s"] if d is not None)  # type: ignore[union-attr]
+    downtime = ", ".join(format_downtime(d) for d in run["edge_downtime_s"] if d is not None)  # type: ignore[union-attr]
     return (
         f"{run['failed']} failed of {run['requests']}, longest gap {run['longest_gap_s']} s, "
         f"edge downtime [{downtime}], peak edge PSS {run['edge_memory']['peak_pss_mb']} MB"  # type: ignore[index]
     )
 
 
+def format_downtime(seconds: float) -> str:
+    """Microseconds below a millisecond: a pointer flip must not print as 0.000 ms."""
+    return f"{seconds * 1e6:.1f} µs" if seconds < 1e-3 else f"{seconds * 1e3:.1f} ms"
+
+
 def markdown_table(report: dict[str, object]) -> str:
     lines = [
-        "| strategy | failed / requests | edge downtime per switch (ms) | longest gap (s) "
+        "| strategy | failed / requests | edge downtime per switch | longest gap (s) "
         "| steady p50 / p99 (ms) | switch window max (ms) | change → detected / ready / "
         "first served (s) | edge PSS steady / peak (MB) |",
         "|---|---:|---|---:|---|---:|---|---|",
     ]
     for name, run in report["strategies"].items():  # type: ignore[union-attr]
-        downtime = ", ".join(f"{d * 1e3:.3f}" for d in run["edge_downtime_s"] if d is not None)
+        downtime = ", ".join(format_downtime(d) for d in run["edge_downtime_s"] if d is not None)
         times = "; ".join(
             f"{s['detected_after_s']} / {s['ready_after_s']} / {s['first_served_after_s']}"
             for s in run["switches"]

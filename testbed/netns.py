@@ -62,12 +62,12 @@ class TcLink:
 
     def _create(self) -> None:
         ns, edge, cloud = self.namespace, self.edge_device, self.cloud_device
-        _run("ip", "netns", "add", ns)
-        _run("ip", "link", "add", edge, "type", "veth", "peer", "name", cloud)
-        _run("ip", "link", "set", cloud, "netns", ns)
-        _run("ip", "addr", "add", f"{EDGE_ADDRESS}/{PREFIX}", "dev", edge)
-        _run("ip", "link", "set", edge, "up")
-        _run(
+        run_checked("ip", "netns", "add", ns)
+        run_checked("ip", "link", "add", edge, "type", "veth", "peer", "name", cloud)
+        run_checked("ip", "link", "set", cloud, "netns", ns)
+        run_checked("ip", "addr", "add", f"{EDGE_ADDRESS}/{PREFIX}", "dev", edge)
+        run_checked("ip", "link", "set", edge, "up")
+        run_checked(
             "ip",
             "netns",
             "exec",
@@ -79,9 +79,9 @@ class TcLink:
             "dev",
             cloud,
         )
-        _run("ip", "netns", "exec", ns, "ip", "link", "set", cloud, "up")
-        _run("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
-        _run("tc", "qdisc", "add", "dev", edge, "root", "tbf", *self._tbf(self.rate_bps))
+        run_checked("ip", "netns", "exec", ns, "ip", "link", "set", cloud, "up")
+        run_checked("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+        run_checked("tc", "qdisc", "add", "dev", edge, "root", "tbf", *tbf_arguments(self.rate_bps))
 
     def close(self) -> None:
         """Remove the namespace (and with it the veth pair and the qdisc). Idempotent."""
@@ -103,7 +103,8 @@ class TcLink:
     # -- the link --------------------------------------------------------------------
 
     def set_rate(self, rate_bps: float) -> None:
-        _run("tc", "qdisc", "change", "dev", self.edge_device, "root", "tbf", *self._tbf(rate_bps))
+        tbf = tbf_arguments(rate_bps)
+        run_checked("tc", "qdisc", "change", "dev", self.edge_device, "root", "tbf", *tbf)
         self.rate_bps = rate_bps
 
     def route(self, url: str) -> str:
@@ -124,12 +125,13 @@ class TcLink:
         )
         return any(line.split()[0] == self.namespace for line in listed.stdout.splitlines() if line)
 
-    @staticmethod
-    def _tbf(rate_bps: float) -> list[str]:
-        return ["rate", f"{int(rate_bps)}bit", "burst", BURST, "latency", LATENCY]
+
+def tbf_arguments(rate_bps: float) -> list[str]:
+    """``tc ... tbf`` parameters for a rate, the same on every shaped link."""
+    return ["rate", f"{int(rate_bps)}bit", "burst", BURST, "latency", LATENCY]
 
 
-def _run(*command: str) -> None:
+def run_checked(*command: str) -> None:
     result = subprocess.run(list(command), capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise NetnsUnavailableError(f"{' '.join(command)} failed: {result.stderr.strip()}")

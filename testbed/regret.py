@@ -61,7 +61,7 @@ def run_regret(scenario: RegretScenario, progress: Callable[[str], None]) -> dic
         initial_bandwidth=format_bandwidth(scenario.bandwidths[0]),
         profile_repeats=5,
     )
-    manifest, parts, edge_profile, cloud_profile = prepare(options)
+    manifest, parts, edge_profile, cloud_profile = prepare(options.preparation)
     planner = load_planner(parts, edge_profile=edge_profile, cloud_profile=cloud_profile)
     token = secrets.token_urlsafe(24)
     state = scenario.workdir / "regret-state"

@@ -91,3 +91,24 @@ def test_usage_errors_exit_2() -> None:
     result = neukonfig("partition")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
+
+
+def test_prepare_writes_the_fixed_paths_containers_use(tmp_path: Path) -> None:
+    work = tmp_path / "data"
+    result = neukonfig("prepare", "--model", "tiny", "--workdir", work, "--profile-repeats", "1")
+    assert result.returncode == 0, result.stderr
+    assert (work / "partitions" / "manifest.json").is_file()
+    for name in ("edge-profile.json", "cloud-profile.json"):
+        assert json.loads((work / name).read_text())["cuts"]
+    assert (work / "partitions").readlink() == Path("tiny-partitions"), "relative, for volumes"
+    again = neukonfig("prepare", "--model", "tiny", "--workdir", work)
+    assert again.returncode == 0, again.stderr
+    assert "profiling" not in again.stdout, "a second prepare reuses what is there"
+
+
+def test_prepare_unknown_model(tmp_path: Path) -> None:
+    assert_clean_error(
+        neukonfig("prepare", "--model", "resnet9000", "--workdir", tmp_path),
+        "neither a zoo model",
+        "mobilenetv2",
+    )

@@ -15,8 +15,13 @@ Services carry labels (model, cut, role, pipeline) so they can be found again.
 from __future__ import annotations
 
 import abc
+import asyncio
 import enum
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+import httpx
 
 from controller.backends.local import ServiceKind, ServiceStartError
 
@@ -74,3 +79,32 @@ class Backend(abc.ABC):
     async def close(self) -> None:
         """Release the backend's own resources; services keep running."""
         return None
+
+
+async def poll_until_ready(
+    http: httpx.AsyncClient,
+    handle: ServiceHandle,
+    *,
+    timeout: float,
+    problem: Callable[[], str | None],
+    log_tail: Callable[[], str],
+    poll_s: float = 0.05,
+) -> None:
+    """Poll the service's ready path until it answers 200; fail at once when ``problem()``
+    (run in a thread: it may ask an engine) says it never will, or at the timeout."""
+    deadline = time.monotonic() + timeout
+    ready_url = handle.url + handle.spec.kind.ready_path
+    while time.monotonic() < deadline:
+        reason = await asyncio.to_thread(problem)
+        if reason:
+            handle.state = ServiceState.FAILED
+            raise ServiceStartError(f"{handle.spec.name} {reason}:\n{log_tail()}")
+        try:
+            if (await http.get(ready_url)).status_code == 200:
+                handle.state = ServiceState.READY
+                return
+        except httpx.HTTPError:
+            pass
+        await asyncio.sleep(poll_s)
+    handle.state = ServiceState.FAILED
+    raise ServiceStartError(f"{handle.spec.name} not ready after {timeout:g} s:\n{log_tail()}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 
 import httpx
@@ -20,8 +19,8 @@ from controller.backends.base import (
     Backend,
     ServiceHandle,
     ServiceSpec,
-    ServiceStartError,
     ServiceState,
+    poll_until_ready,
 )
 from controller.backends.local import LocalService, ServiceKind
 
@@ -67,22 +66,13 @@ class ProcessBackend(Backend):
         return handle
 
     async def wait_ready(self, handle: ServiceHandle, *, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        path = handle.spec.kind.ready_path
-        while time.monotonic() < deadline:
-            if not self._alive(handle):
-                handle.state = ServiceState.FAILED
-                raise ServiceStartError(f"{handle.spec.name} exited:\n{self._log_tail(handle)}")
-            try:
-                if (await self._http.get(handle.url + path)).status_code == 200:
-                    handle.state = ServiceState.READY
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(POLL_S)
-        handle.state = ServiceState.FAILED
-        raise ServiceStartError(
-            f"{handle.spec.name} not ready after {timeout:g} s:\n{self._log_tail(handle)}"
+        await poll_until_ready(
+            self._http,
+            handle,
+            timeout=timeout,
+            problem=lambda: None if self._alive(handle) else "exited",
+            log_tail=lambda: self._log_tail(handle),
+            poll_s=POLL_S,
         )
 
     async def stop(self, handle: ServiceHandle) -> None:

@@ -45,6 +45,25 @@ def settings_for(
     return ControllerSettings(**{**values, **extra})
 
 
+def controller_process_settings(
+    slow_edge_tiny: tuple[Path, Path, Path], gateway_url: str, token: str, state: Path, **more: str
+) -> dict[str, str]:
+    """Settings of a ``python -m controller`` process on the slow-edge tiny model."""
+    parts, edge_profile, cloud_profile = slow_edge_tiny
+    return {
+        "partition_dir": str(parts),
+        "model_name": "tiny",
+        "gateway_url": gateway_url,
+        "admin_token": token,
+        "edge_profile": str(edge_profile),
+        "cloud_profile": str(cloud_profile),
+        "state_dir": str(state),
+        "strategy": "switch_standby",
+        "auto": "false",
+        **more,
+    }
+
+
 def request_body() -> tuple[bytes, dict[str, str]]:
     batch = np.random.default_rng(0).standard_normal((1, 3, 32, 32), dtype=np.float32)
     return binary_infer_body("input", batch)

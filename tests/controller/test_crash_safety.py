@@ -8,7 +8,7 @@ import signal
 
 import httpx
 import pytest
-from test_controller import request_body, settings_for
+from test_controller import controller_process_settings, request_body, settings_for
 
 from controller.assemble import build_controller
 from controller.backends.local import LocalService, ServiceKind
@@ -66,19 +66,8 @@ def test_a_replacement_that_never_gets_ready_is_abandoned(slow_edge_tiny, gatewa
 
 @pytest.fixture
 def controller_process(slow_edge_tiny, gateway, token, tmp_path):
-    parts, edge_profile, cloud_profile = slow_edge_tiny
     state = tmp_path / "state"
-    settings = {
-        "partition_dir": str(parts),
-        "model_name": "tiny",
-        "gateway_url": gateway.url,
-        "admin_token": token,
-        "edge_profile": str(edge_profile),
-        "cloud_profile": str(cloud_profile),
-        "state_dir": str(state),
-        "strategy": "switch_standby",
-        "auto": "false",
-    }
+    settings = controller_process_settings(slow_edge_tiny, gateway.url, token, state)
 
     def start(name: str) -> LocalService:
         return LocalService(ServiceKind.CONTROLLER, settings, tmp_path / f"{name}.log").start()

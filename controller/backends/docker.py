@@ -1,0 +1,308 @@
+"""The ``docker`` backend: partition services as containers, through the Docker SDK.
+
+Used by ``docker compose up`` (docker-compose.yml): the controller runs in a container
+with the engine's socket and starts one container per partition service, from the
+edge and cloud images, on the controller's own network and with its ``/data`` volume
+(found by inspecting the controller's container, or given in settings).
+
+- Every container carries labels: the spec's (``neukonfig.model``, ``.cut``, ``.role``,
+  ``.pipeline``), ``neukonfig.managed-by``, the instance (the compose project), and the
+  spec itself as JSON, so a restarted controller finds and adopts them (``discover``).
+- Readiness is the service's own health endpoint, polled over HTTP as the image's
+  HEALTHCHECK does, but every 50 ms instead of every 5 s: a switch waits on it.
+- A container that exits, or whose engine health check turns unhealthy, fails the start
+  with its last log lines; ``stop`` stops and removes it (idempotent).
+- URLs are container IP addresses on the network, reachable from the gateway, the
+  controller and Prometheus alike. With ``cloud_docker_host`` (another engine, e.g.
+  ``ssh://user@server``) cloud containers publish their port and are reached at
+  ``cloud_public_host``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from controller.backends.base import (
+    Backend,
+    ServiceHandle,
+    ServiceSpec,
+    ServiceStartError,
+    ServiceState,
+    poll_until_ready,
+)
+from controller.backends.local import ServiceKind
+from neukonfig.errors import NeukonfigError
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+    from docker.models.containers import Container
+
+MANAGED_BY = "neukonfig.managed-by"
+MANAGER = "neukonfig-controller"
+INSTANCE = "neukonfig.instance"
+SPEC = "neukonfig.spec"
+COMPOSE_PROJECT = "com.docker.compose.project"
+POLL_S = 0.05
+PORTS = {ServiceKind.EDGE_PARTITION: 8100, ServiceKind.CLOUD_PARTITION: 8200}
+COMMANDS = {
+    ServiceKind.EDGE_PARTITION: ["python", "-m", "edge_service", "partition"],
+    ServiceKind.CLOUD_PARTITION: ["python", "-m", "cloud_service"],
+}
+
+
+class DockerBackendSettings(BaseSettings):
+    """``NEUKONFIG_DOCKER_*``. Unset network, volume and instance are taken from the
+    controller's own container (docker compose), so the compose file names them once."""
+
+    model_config = SettingsConfigDict(env_prefix="NEUKONFIG_DOCKER_")
+
+    edge_image: str = "neukonfig-edge:latest"
+    cloud_image: str = "neukonfig-cloud:latest"
+    network: str | None = Field(default=None, description="Network the partitions join")
+    data_volume: str | None = Field(default=None, description="Volume with the partitions")
+    data_mount: str = Field(default="/data", description="Where partition_dir paths live")
+    instance: str | None = Field(default=None, description="Label scoping discovery")
+    cloud_docker_host: str | None = Field(
+        default=None, description="Engine for cloud partitions, e.g. ssh://user@server"
+    )
+    cloud_public_host: str | None = Field(
+        default=None, description="Address of the cloud engine's host, as the edge reaches it"
+    )
+    stop_timeout_s: int = Field(default=10, ge=0)
+
+
+class DockerBackend(Backend):
+    name = "docker"
+
+    def __init__(
+        self,
+        settings: DockerBackendSettings,
+        *,
+        edge_client: DockerClient | None = None,
+        cloud_client: DockerClient | None = None,
+    ) -> None:
+        docker = _import_docker()
+        try:
+            self.edge_engine = edge_client or docker.from_env()
+            self.cloud_engine = cloud_client or (
+                docker.DockerClient(base_url=settings.cloud_docker_host)
+                if settings.cloud_docker_host
+                else self.edge_engine
+            )
+            self.edge_engine.ping()
+        except docker.errors.DockerException as error:
+            raise NeukonfigError(f"cannot reach the Docker engine: {error}") from None
+        if settings.cloud_docker_host and not settings.cloud_public_host:
+            raise NeukonfigError(
+                "NEUKONFIG_DOCKER_CLOUD_PUBLIC_HOST is required with CLOUD_DOCKER_HOST: "
+                "the address at which edge partitions reach the cloud host"
+            )
+        self.settings = _fill_from_own_container(settings, self.edge_engine)
+        self._http = httpx.AsyncClient(timeout=2.0)
+
+    @property
+    def remote_cloud(self) -> bool:
+        return self.cloud_engine is not self.edge_engine
+
+    async def start(self, spec: ServiceSpec) -> ServiceHandle:
+        container = await asyncio.to_thread(self._run, spec)
+        url = await asyncio.to_thread(self._url, container, spec.kind)
+        return ServiceHandle(spec, url, container.id)
+
+    async def wait_ready(self, handle: ServiceHandle, *, timeout: float) -> None:
+        await poll_until_ready(
+            self._http,
+            handle,
+            timeout=timeout,
+            problem=lambda: self._problem(handle),
+            log_tail=lambda: self._logs(handle),
+            poll_s=POLL_S,
+        )
+
+    async def stop(self, handle: ServiceHandle) -> None:
+        await asyncio.to_thread(self._remove, handle)
+        handle.state = ServiceState.STOPPED
+
+    async def discover(self) -> list[ServiceHandle]:
+        return await asyncio.to_thread(self._discover)
+
+    async def memory_bytes(self, handle: ServiceHandle) -> int | None:
+        return await asyncio.to_thread(self._memory, handle)
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    def _engine(self, kind: ServiceKind) -> DockerClient:
+        return self.cloud_engine if kind is ServiceKind.CLOUD_PARTITION else self.edge_engine
+
+    def _run(self, spec: ServiceSpec) -> Container:
+        settings = self.settings
+        port = PORTS[spec.kind]
+        environment = {spec.kind.env_prefix + k.upper(): v for k, v in spec.settings.items()}
+        environment |= {
+            spec.kind.env_prefix + "HOST": "0.0.0.0",
+            spec.kind.env_prefix + "PORT": str(port),
+        }
+        labels = {**spec.labels, MANAGED_BY: MANAGER, SPEC: _spec_json(spec)}
+        if settings.instance:
+            labels[INSTANCE] = settings.instance
+        on_cloud = spec.kind is ServiceKind.CLOUD_PARTITION
+        options: dict[str, Any] = {}
+        if on_cloud and self.remote_cloud:
+            options["ports"] = {f"{port}/tcp": None}  # a free host port, read back in _url
+        if settings.data_volume:
+            options["volumes"] = {settings.data_volume: {"bind": settings.data_mount, "mode": "ro"}}
+        try:
+            return self._engine(spec.kind).containers.run(
+                settings.cloud_image if on_cloud else settings.edge_image,
+                COMMANDS[spec.kind],
+                name=spec.name,
+                detach=True,
+                environment=environment,
+                labels=labels,
+                network=settings.network,
+                **options,
+            )
+        except _import_docker().errors.DockerException as error:
+            raise ServiceStartError(f"cannot start container {spec.name}: {error}") from None
+
+    def _url(self, container: Container, kind: ServiceKind) -> str:
+        container.reload()
+        network = container.attrs["NetworkSettings"]
+        if kind is ServiceKind.CLOUD_PARTITION and self.remote_cloud:
+            published = network["Ports"][f"{PORTS[kind]}/tcp"][0]["HostPort"]
+            return f"http://{self.settings.cloud_public_host}:{published}"
+        address = network["Networks"][self.settings.network]["IPAddress"]
+        return f"http://{address}:{PORTS[kind]}"
+
+    def _container(self, handle: ServiceHandle) -> Container | None:
+        errors = _import_docker().errors
+        try:
+            return self._engine(handle.spec.kind).containers.get(handle.backend_id)
+        except errors.NotFound:
+            return None
+
+    def _problem(self, handle: ServiceHandle) -> str | None:
+        """Why a starting container will never be ready, or None while it still may be."""
+        container = self._container(handle)
+        if container is None:
+            return "was removed"
+        state = container.attrs["State"]
+        if state["Status"] in ("exited", "dead"):
+            return f"exited with status {state.get('ExitCode')}"
+        if state.get("Health", {}).get("Status") == "unhealthy":
+            return "is unhealthy"
+        return None
+
+    def _logs(self, handle: ServiceHandle) -> str:
+        container = self._container(handle)
+        if container is None:
+            return "(no container)"
+        return container.logs(tail=20).decode(errors="replace")
+
+    def _remove(self, handle: ServiceHandle) -> None:
+        errors = _import_docker().errors
+        container = self._container(handle)
+        if container is None:
+            return
+        try:
+            container.stop(timeout=self.settings.stop_timeout_s)
+            container.remove(force=True)
+        except errors.NotFound:
+            pass
+
+    def _discover(self) -> list[ServiceHandle]:
+        engines = [self.edge_engine] + ([self.cloud_engine] if self.remote_cloud else [])
+        found = []
+        for engine in engines:
+            for container in engine.containers.list(all=True, filters={"label": self._scope()}):
+                spec = _spec_from_json(container.labels[SPEC])
+                if container.status != "running":  # left over from a crash: clean it up
+                    container.remove(force=True)
+                    continue
+                handle = ServiceHandle(spec, self._url(container, spec.kind), container.id)
+                handle.state = ServiceState.READY
+                found.append(handle)
+        return found
+
+    def _scope(self) -> list[str]:
+        scope = [f"{MANAGED_BY}={MANAGER}"]
+        if self.settings.instance:
+            scope.append(f"{INSTANCE}={self.settings.instance}")
+        return scope
+
+    def _memory(self, handle: ServiceHandle) -> int | None:
+        container = self._container(handle)
+        if container is None:
+            return None
+        stats = container.stats(stream=False, one_shot=True).get("memory_stats", {})
+        if "usage" not in stats:
+            return None
+        # Page cache (the memory-mapped weights.bin among it) is reclaimable and shared:
+        # leave it out, as ``docker stats`` does.
+        details = stats.get("stats", {})
+        cache = details.get("inactive_file", details.get("total_inactive_file", 0))
+        return int(stats["usage"]) - int(cache)
+
+
+def _import_docker() -> Any:
+    try:
+        import docker
+    except ImportError:
+        raise NeukonfigError(
+            "the docker backend needs the Docker SDK: pip install 'neukonfig[docker]'"
+        ) from None
+    return docker
+
+
+def _spec_json(spec: ServiceSpec) -> str:
+    return json.dumps(
+        {
+            "kind": spec.kind.value,
+            "name": spec.name,
+            "settings": spec.settings,
+            "labels": spec.labels,
+        }
+    )
+
+
+def _spec_from_json(text: str) -> ServiceSpec:
+    record = json.loads(text)
+    return ServiceSpec(
+        ServiceKind(record["kind"]), record["name"], record["settings"], record["labels"]
+    )
+
+
+def _fill_from_own_container(
+    settings: DockerBackendSettings, engine: DockerClient
+) -> DockerBackendSettings:
+    """Network, data volume and instance from the controller's own container, when unset."""
+    if settings.network and settings.data_volume and settings.instance:
+        return settings
+    try:
+        own = engine.containers.get(socket.gethostname())
+    except _import_docker().errors.DockerException:
+        own = None  # not in a container (tests, a controller on the host)
+    if own is None:
+        if not settings.network:
+            raise NeukonfigError(
+                "NEUKONFIG_DOCKER_NETWORK is required when the controller is not itself a "
+                "container on that network"
+            )
+        return settings
+    mounts = {m["Destination"]: m.get("Name") for m in own.attrs.get("Mounts", [])}
+    networks = list(own.attrs["NetworkSettings"]["Networks"])
+    return settings.model_copy(
+        update={
+            "network": settings.network or networks[0],
+            "data_volume": settings.data_volume or mounts.get(settings.data_mount),
+            "instance": settings.instance or own.labels.get(COMPOSE_PROJECT),
+        }
+    )

@@ -1,0 +1,213 @@
+"""``neukonfig up``, ``prepare`` and ``bench``: the subcommands that run the whole stack."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from neukonfig.cli_common import positive_int, progress
+from neukonfig.errors import NeukonfigError
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from controller.up import PrepareOptions, link_stable_names, prepare
+
+    options = PrepareOptions(
+        model=args.model,
+        workdir=Path(args.workdir),
+        edge_threads=args.edge_threads,
+        edge_slowdown=args.edge_slowdown,
+        profile_repeats=args.profile_repeats,
+    )
+    _, parts, edge_profile, cloud_profile = prepare(options)
+    for name, target in link_stable_names(options.workdir, parts, edge_profile, cloud_profile):
+        print(f"{name} -> {target}")
+    return 0
+
+
+def _add_prepare(commands: argparse._SubParsersAction) -> None:
+    prepare = commands.add_parser(
+        "prepare",
+        help="build, partition and profile a model into a directory (containers' init step)",
+        description="Writes MODEL.onnx, its partitions and both profiles into WORKDIR (reused "
+        "when there), then points WORKDIR/partitions, WORKDIR/edge-profile.json and "
+        "WORKDIR/cloud-profile.json at them, the fixed paths the services are configured with.",
+    )
+    prepare.add_argument("--model", default="mobilenetv2", help="zoo model name or .onnx file")
+    prepare.add_argument("--workdir", default="/data", help="output directory (a shared volume)")
+    prepare.add_argument("--edge-threads", type=positive_int, default=1)
+    prepare.add_argument("--edge-slowdown", type=float, default=1.0)
+    prepare.add_argument("--profile-repeats", type=positive_int, default=5)
+    prepare.set_defaults(handler=cmd_prepare)
+
+
+def add_stack_commands(commands: argparse._SubParsersAction) -> None:
+    _add_prepare(commands)
+    _add_up(commands)
+    _add_bench(commands)
+
+
+def cmd_bench_downtime(args: argparse.Namespace) -> int:
+
+    from controller.settings import StrategyName
+    from controller.up import parse_schedule
+    from testbed.downtime import DowntimeScenario, markdown_table, run_downtime
+    from testbed.links import resolve_link_kind
+    from testbed.report import write_json
+
+    try:
+        strategies = [StrategyName(name.strip()) for name in args.strategies.split(",")]
+    except ValueError as error:
+        known = ", ".join(s.value for s in StrategyName)
+        raise NeukonfigError(f"{error}; strategies are {known}") from None
+    schedule = parse_schedule(args.schedule)
+    if not schedule or schedule[0][0] != 0:
+        raise NeukonfigError("--schedule must start with a rate at 0, e.g. 50mbit@0,5mbit@20")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    results = Path(args.results_dir or f"results/downtime-{args.model}-{stamp}")
+    results.mkdir(parents=True, exist_ok=True)
+    scenario = DowntimeScenario(
+        link=resolve_link_kind(args.link),
+        model=args.model,
+        strategies=strategies,
+        schedule=schedule,
+        rate_per_s=args.rate,
+        duration_s=args.duration or schedule[-1][0] + 20,
+        workdir=Path(args.workdir),
+        edge_slowdown=args.edge_slowdown,
+        edge_threads=args.edge_threads,
+        seed=args.seed,
+    )
+    report = run_downtime(scenario, progress)
+    table = markdown_table(report)
+    out = Path(args.json) if args.json else results / "downtime.json"
+    write_json(out, report)
+    (results / "table.md").write_text(table + "\n")
+    try:
+        from testbed.plot import plot_downtime
+    except ImportError as error:
+        raise NeukonfigError(
+            f"the plot needs matplotlib ({error}): pip install 'neukonfig[bench]'"
+        ) from None
+    picture = plot_downtime(report, results / "downtime.png")
+    print(table)
+    print(f"\nresults in {results} (JSON: {out}, plot: {picture})")
+    return 0
+
+
+def _add_bench(commands: argparse._SubParsersAction) -> None:
+    bench = commands.add_parser("bench", help="run the benchmarks")
+    kinds = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")
+    downtime = kinds.add_parser("downtime", help="every strategy through one bandwidth schedule")
+    downtime.add_argument("--model", default="mobilenetv2", help="zoo model name or .onnx")
+    downtime.add_argument("--strategies", default="pause_resume,switch_on_demand,switch_standby")
+    downtime.add_argument("--schedule", default="50mbit@0,5mbit@20,50mbit@40")
+    downtime.add_argument("--rate", type=float, default=10.0, help="probe requests per second")
+    downtime.add_argument("--duration", type=float, help="seconds per strategy (last step + 20)")
+    downtime.add_argument(
+        "--link",
+        choices=["auto", "tc", "proxy"],
+        default="auto",
+        help="tc in a network namespace (root) or the user-space proxy; auto: tc when root",
+    )
+    downtime.add_argument("--edge-slowdown", type=float, default=1.0)
+    downtime.add_argument("--edge-threads", type=positive_int, default=1)
+    downtime.add_argument("--workdir", default=".neukonfig/bench")
+    downtime.add_argument("--results-dir", help="default results/downtime-MODEL-TIMESTAMP")
+    downtime.add_argument("--json", help="also write the JSON here")
+    downtime.add_argument("--seed", type=int, default=0)
+    downtime.set_defaults(handler=cmd_bench_downtime)
+
+    planner = kinds.add_parser("planner", help="regret of the planner's cut, measured end to end")
+    planner.add_argument("--model", default="resnet50", help="zoo model name or .onnx")
+    planner.add_argument("--bandwidths", default="1mbit,5mbit,10mbit,25mbit,50mbit,100mbit")
+    planner.add_argument("--top", type=positive_int, default=3, help="candidates per bandwidth")
+    planner.add_argument("--requests", type=positive_int, default=10, help="per candidate, at most")
+    planner.add_argument("--seconds", type=float, default=8.0, help="per candidate, at most")
+    planner.add_argument("--link", choices=["auto", "tc", "proxy"], default="auto")
+    planner.add_argument("--edge-slowdown", type=float, default=1.0)
+    planner.add_argument("--edge-threads", type=positive_int, default=1)
+    planner.add_argument("--workdir", default=".neukonfig/bench")
+    planner.add_argument("--json", default="results/planner_regret.json")
+    planner.set_defaults(handler=cmd_bench_planner)
+
+
+def cmd_bench_planner(args: argparse.Namespace) -> int:
+
+    from neukonfig.units import parse_bandwidth
+    from testbed.links import resolve_link_kind
+    from testbed.regret import RegretScenario, markdown_table, run_regret
+    from testbed.report import write_json
+
+    scenario = RegretScenario(
+        model=args.model,
+        bandwidths=[parse_bandwidth(b) for b in args.bandwidths.split(",")],
+        top=args.top,
+        requests=args.requests,
+        seconds_per_cut=args.seconds,
+        workdir=Path(args.workdir),
+        link=resolve_link_kind(args.link),
+        edge_slowdown=args.edge_slowdown,
+        edge_threads=args.edge_threads,
+    )
+    report = run_regret(scenario, progress)
+    out = write_json(args.json, report)
+    print(markdown_table(report))
+    print(f"\nwrote {out}")
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from controller.settings import StrategyName
+    from controller.up import UpOptions, parse_schedule, run_up
+
+    options = UpOptions(
+        model=args.model,
+        workdir=Path(args.workdir),
+        strategy=StrategyName(args.strategy),
+        gateway_port=args.gateway_port,
+        controller_port=args.controller_port,
+        edge_threads=args.edge_threads,
+        edge_slowdown=args.edge_slowdown,
+        link_rate=args.link_rate,
+        schedule=parse_schedule(args.schedule),
+        traffic_rate=args.traffic,
+        duration_s=args.duration,
+        initial_bandwidth=args.initial_bandwidth,
+        profile_repeats=args.profile_repeats,
+    )
+    if options.schedule and not options.link_rate:
+        raise NeukonfigError("--schedule changes the emulated link: give --link-rate too")
+    return run_up(options)
+
+
+def _add_up(commands: argparse._SubParsersAction) -> None:
+    up = commands.add_parser(
+        "up", help="run gateway, partitions and controller locally (the embedded default)"
+    )
+    up.add_argument("--model", default="mobilenetv2", help="zoo model name or .onnx file")
+    up.add_argument("--workdir", default=".neukonfig/up", help="cache of model, partitions, logs")
+    up.add_argument(
+        "--strategy",
+        choices=["pause_resume", "switch_on_demand", "switch_standby"],
+        default="switch_standby",
+    )
+    up.add_argument("--gateway-port", type=int, default=8000)
+    up.add_argument("--controller-port", type=int, default=8300)
+    up.add_argument(
+        "--edge-threads", type=positive_int, default=1, help="threads per edge partition (1)"
+    )
+    up.add_argument(
+        "--edge-slowdown",
+        type=float,
+        default=1.0,
+        help="emulate an edge device this many times slower than this machine (e.g. 8)",
+    )
+    up.add_argument("--link-rate", help="emulate the edge-cloud link at this rate, e.g. 50mbit")
+    up.add_argument("--schedule", help="change the emulated rate: 5mbit@20,50mbit@40 (seconds)")
+    up.add_argument("--traffic", type=float, default=0.0, help="send N requests/s as a demo")
+    up.add_argument("--duration", type=float, help="stop after this many seconds")
+    up.add_argument("--initial-bandwidth", default="50mbit", help="plan the first cut for this")
+    up.add_argument("--profile-repeats", type=positive_int, default=5)
+    up.set_defaults(handler=cmd_up)
