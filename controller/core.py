@@ -19,6 +19,7 @@ import httpx
 from controller.backends.base import ServiceHandle
 from controller.bandwidth import BandwidthEstimator, Sample, Source
 from controller.gateway_client import GatewayClient, SwitchOutcome
+from controller.health import CloudWatch
 from controller.pipelines import (
     PROBE_ROLE,
     ManagedPipeline,
@@ -78,6 +79,12 @@ class Controller:
         self._retiring: set[asyncio.Task[None]] = set()
         self.probe_url: str | None = None
         self._http = httpx.AsyncClient(timeout=10.0)
+        self.cloud_watch = CloudWatch(
+            self._http,
+            period_s=settings.cloud_check_s,
+            failures_to_replace=settings.cloud_failures_to_replace,
+            retry_s=settings.cloud_replace_retry_s,
+        )
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -154,6 +161,7 @@ class Controller:
 
     async def tick(self) -> None:
         now = time.monotonic()
+        await self._replace_failed_cloud()
         await self._collect_transfers(now)
         if self.estimator.needs_probe(now) and now - self._last_probe_s >= self.estimator.window_s:
             self._last_probe_s = now
@@ -176,6 +184,22 @@ class Controller:
         self.last_decision = f"{decision.decision.value}: {decision.detail}"
         if decision.decision is Decision.SWITCH:
             await self.switch_to(decision.best_cut, reason=decision.detail)
+
+    async def _replace_failed_cloud(self) -> None:
+        """A dead or hung cloud: start a fresh pipeline for the best cut (on demand, as a
+        standby may share the failed cloud host) and move to it; the edge answers locally
+        meanwhile."""
+        if self._switch_lock.locked():
+            return
+        reason = await self.cloud_watch.replacement_reason(self.active)
+        if reason is None:
+            return
+        log.warning("%s: replacing it", reason)
+        bandwidth = self.estimator.current or parse_bandwidth(self.settings.initial_bandwidth)
+        cut = self.planner.best(bandwidth, self.rtt_s).cut
+        record = await self.switch_to(cut, strategy=StrategyName.SWITCH_ON_DEMAND, reason=reason)
+        if record.outcome is Outcome.SWITCHED:
+            self.cloud_watch.replaced()
 
     def _switch_cost(self, cut: int) -> float:
         if self.settings.strategy is StrategyName.SWITCH_STANDBY and self.standby_for(cut):

@@ -53,6 +53,15 @@ class ControllerSettings(BaseSettings):
     min_gain_s: float = Field(default=0.002, ge=0)
     min_gain_fraction: float = Field(default=0.05, ge=0, lt=1)
     dwell_s: float = Field(default=1.0, ge=0, description="How long an advantage must last")
+    cloud_check_s: float = Field(
+        default=0.5, gt=0, description="How often the active cloud partition's health is read"
+    )
+    cloud_failures_to_replace: int = Field(
+        default=2, ge=1, description="Failed health reads in a row before replacing it"
+    )
+    cloud_replace_retry_s: float = Field(
+        default=10.0, gt=0, description="Wait before another replacement if one failed"
+    )
     stop_services_on_exit: bool = Field(
         default=False, description="Stop every pipeline on exit (neukonfig up) or leave them"
     )

@@ -6,13 +6,20 @@ its cloud peer over a pool of keep-alive connections (``neukonfig.peer_client``)
     GET  /health/live, /health/ready, /v1/partition, /metrics
 
 Cut N (all-edge) never touches the network; cut 0 (all-cloud) forwards the raw input.
+When the cloud partition cannot answer (unreachable, timed out, 5xx), the edge runs the
+tail itself (``LocalTail``, loaded on the first failure) and marks the answer with
+``x-neukonfig-fallback``; a ``CloudBreaker`` then keeps requests off the failed cloud
+for ``cloud_retry_s`` before one request tries it again.
+
 Each response carries the stage timings in ``x-neukonfig-*-seconds`` headers, so the
 gateway can export them without a second round trip.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -33,6 +40,7 @@ from neukonfig.protocol import (
     CLOUD_SECONDS_HEADER,
     COMPUTE_SECONDS_HEADER,
     EDGE_SECONDS_HEADER,
+    FALLBACK_HEADER,
     INFER_PATH,
     TRANSFER_BYTES_HEADER,
     TRANSFER_SECONDS_HEADER,
@@ -47,6 +55,66 @@ from neukonfig.service import (
 )
 
 _FRAME_HEADERS = {"content-type": wire.CONTENT_TYPE}
+log = logging.getLogger("neukonfig.edge")
+
+
+class CloudDownError(UpstreamError):
+    """The cloud partition gave no usable answer: unreachable, timed out or a 5xx.
+    (A 4xx means this request was wrong, which another try would not fix.)"""
+
+
+class CloudBreaker:
+    """After a cloud failure, skip the cloud for ``retry_s``; then let one request try it
+    while the others keep going to the fallback, so a hung cloud costs one timeout per
+    retry period instead of one per request."""
+
+    def __init__(self, retry_s: float) -> None:
+        self.retry_s = retry_s
+        self._down_until: float | None = None
+        self._trial_running = False
+
+    def skip_cloud(self) -> bool:
+        if self._down_until is None:
+            return False
+        if time.monotonic() < self._down_until or self._trial_running:
+            return True
+        self._trial_running = True  # this request is the trial
+        return False
+
+    def failed(self) -> None:
+        if self._down_until is None:
+            log.warning("cloud partition failing: answering with the local tail")
+        self._down_until = time.monotonic() + self.retry_s
+        self._trial_running = False
+
+    def succeeded(self) -> None:
+        if self._down_until is not None:
+            log.info("cloud partition answering again")
+        self._down_until = None
+        self._trial_running = False
+
+
+class LocalTail:
+    """This cut's tail on the edge, for when the cloud cannot answer. Loaded on the first
+    failure and kept; with shared weights its weights stay mapped from weights.bin."""
+
+    def __init__(self, settings: EdgePartitionSettings) -> None:
+        self.host = PartitionHost(
+            directory=settings.partition_dir,
+            cut=settings.cut,
+            role=Role.CLOUD,
+            threads=settings.threads,
+            slowdown=settings.slowdown,
+            share_weights=settings.share_weights,
+        )
+        self._loading: asyncio.Task[None] | None = None
+
+    async def run(self, frame: bytes) -> tuple[bytes, float]:
+        if self._loading is None:
+            self._loading = asyncio.create_task(self.host.load())
+        await asyncio.shield(self._loading)
+        outputs, seconds = await self.host.run(decode_inputs(frame, self.host))
+        return wire.encode(outputs), seconds
 
 
 class TransferLog:
@@ -82,6 +150,8 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
         if settings.cloud_url
         else None
     )
+    fallback = LocalTail(settings) if settings.fallback_local_tail else None
+    breaker = CloudBreaker(settings.cloud_retry_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -101,10 +171,12 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
         try:
             response = await cloud.post(INFER_PATH, content=frame, headers=_FRAME_HEADERS)
         except UpstreamTimeoutError as error:
-            raise UpstreamTimeoutError(f"cloud partition timed out: {error.message}") from error
+            raise CloudDownError(f"cloud partition timed out: {error.message}") from error
         except UpstreamError as error:
-            raise UpstreamError(f"cloud partition unreachable: {error.message}") from error
+            raise CloudDownError(f"cloud partition unreachable: {error.message}") from error
         round_trip = time.perf_counter() - started
+        if response.status_code >= 500:
+            raise CloudDownError(f"cloud partition answered {response.status_code}")
         if response.status_code != 200:
             raise UpstreamError(f"cloud partition answered {response.status_code}: {response.text}")
         cloud_seconds = float(response.headers.get(COMPUTE_SECONDS_HEADER, 0.0))
@@ -120,7 +192,16 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
                 wire.encode(intermediate), media_type=wire.CONTENT_TYPE, headers=headers
             )
         frame = body if host.partition.session is None else wire.encode(intermediate)
-        outputs, transfer_seconds, cloud_seconds = await call_cloud(frame)
+        if fallback is not None and breaker.skip_cloud():
+            return await answer_locally(frame, headers)
+        try:
+            outputs, transfer_seconds, cloud_seconds = await call_cloud(frame)
+        except CloudDownError:
+            if fallback is None:
+                raise
+            breaker.failed()
+            return await answer_locally(frame, headers)
+        breaker.succeeded()
         transfers.add(size=len(frame), seconds=transfer_seconds, cloud_seconds=cloud_seconds)
         metrics.observe_stage(Stage.TRANSFER, transfer_seconds)
         metrics.transfer_bytes.inc(len(frame))
@@ -130,6 +211,13 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
             TRANSFER_BYTES_HEADER: str(len(frame)),
         }
         # The cloud's frame already holds the model outputs: pass it on without re-encoding.
+        return Response(outputs, media_type=wire.CONTENT_TYPE, headers=headers)
+
+    async def answer_locally(frame: bytes, headers: dict[str, str]) -> Response:
+        assert fallback is not None
+        outputs, tail_seconds = await fallback.run(frame)
+        metrics.fallbacks.inc()
+        headers |= {CLOUD_SECONDS_HEADER: f"{tail_seconds:.9f}", FALLBACK_HEADER: "local-tail"}
         return Response(outputs, media_type=wire.CONTENT_TYPE, headers=headers)
 
     async def infer(request: Request) -> Response:

@@ -31,7 +31,23 @@ class EdgePartitionSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8100, ge=0, le=65535)
     max_body_bytes: int = Field(default=64 * 2**20, ge=1)
-    cloud_timeout_s: float = Field(default=30.0, gt=0, description="Bound on one cloud call")
+    cloud_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Bound on one cloud call; below the gateway's request timeout, so that "
+        "a request can still be answered by the local fallback",
+    )
+    fallback_local_tail: bool = Field(
+        default=True,
+        description="When the cloud partition cannot answer, run this cut's tail here "
+        "(loaded on the first failure) instead of failing the request",
+    )
+    cloud_retry_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="After a cloud failure, answer locally for this long before one request "
+        "tries the cloud again",
+    )
     connect_timeout_s: float = Field(default=2.0, gt=0)
     transfer_log_size: int = Field(
         default=4096, ge=16, description="Transfers kept for /v1/transfers"
@@ -55,6 +71,9 @@ class GatewaySettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     max_body_bytes: int = Field(default=64 * 2**20, ge=1, description="413 above this")
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="408 when a request body takes longer to arrive"
+    )
     request_timeout_s: float = Field(default=30.0, gt=0, description="Bound on one pipeline call")
     connect_timeout_s: float = Field(default=2.0, gt=0)
     ready_check_timeout_s: float = Field(default=2.0, gt=0, description="Bound on a health check")

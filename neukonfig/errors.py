@@ -60,6 +60,12 @@ class PayloadTooLargeError(NeukonfigError):
     status_code = 413
 
 
+class BodyTimeoutError(NeukonfigError):
+    """The request body did not arrive in time (a stalled or slow-drip client)."""
+
+    status_code = 408
+
+
 class UnauthorizedError(NeukonfigError):
     """A control-plane call without the right token."""
 

@@ -72,8 +72,8 @@ class Metrics:
         self._stage_children: dict[Stage, Histogram] = {}
         self._status_children: dict[int | str, Counter] = {}
 
-    # Families without labels always have a sample, so these two are registered on first
-    # use: a gateway exports no bandwidth estimate and a cloud partition no transfer bytes.
+    # Families without labels always have a sample, so these are registered on first use:
+    # a gateway exports no bandwidth estimate and a cloud partition no transfer bytes.
     @functools.cached_property
     def bandwidth(self) -> Gauge:
         return Gauge(
@@ -87,6 +87,14 @@ class Metrics:
         return Counter(
             "neukonfig_transfer_bytes",
             "Bytes sent across the edge-cloud link",
+            registry=self.registry,
+        )
+
+    @functools.cached_property
+    def fallbacks(self) -> Counter:
+        return Counter(
+            "neukonfig_fallbacks",
+            "Requests the edge answered with its own copy of the tail (cloud unavailable)",
             registry=self.registry,
         )
 

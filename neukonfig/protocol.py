@@ -21,6 +21,8 @@ EDGE_SECONDS_HEADER = "x-neukonfig-edge-seconds"  # edge -> gateway, and the thr
 TRANSFER_SECONDS_HEADER = "x-neukonfig-transfer-seconds"
 CLOUD_SECONDS_HEADER = "x-neukonfig-cloud-seconds"
 TRANSFER_BYTES_HEADER = "x-neukonfig-transfer-bytes"
+# edge -> gateway -> client: the cloud partition failed and the edge ran the tail itself.
+FALLBACK_HEADER = "x-neukonfig-fallback"
 # gateway -> client: which pipeline (and cut) answered this request.
 PIPELINE_HEADER = "x-neukonfig-pipeline"
 CUT_HEADER = "x-neukonfig-cut"

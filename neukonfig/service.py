@@ -4,6 +4,7 @@ body reading, token checks for the control plane, ``/metrics``, and running uvic
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
@@ -15,7 +16,12 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from neukonfig.errors import NeukonfigError, PayloadTooLargeError, UnauthorizedError
+from neukonfig.errors import (
+    BodyTimeoutError,
+    NeukonfigError,
+    PayloadTooLargeError,
+    UnauthorizedError,
+)
 from neukonfig.metrics import CONTENT_TYPE_LATEST, Metrics
 
 log = logging.getLogger("neukonfig")
@@ -50,11 +56,20 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(500, f"internal error: {type(error).__name__}")
 
 
-async def read_body(request: Request, *, limit: int) -> bytes:
-    """The request body, refusing (413) anything over ``limit`` bytes before buffering it."""
+async def read_body(request: Request, *, limit: int, timeout: float | None = None) -> bytes:
+    """The request body, refusing (413) anything over ``limit`` bytes before buffering it,
+    and (408) a body that takes longer than ``timeout`` seconds to arrive: a client that
+    drips its body must not hold a connection and its buffer forever."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLargeError(f"body of {declared} bytes is over the {limit}-byte limit")
+    try:
+        return await asyncio.wait_for(_read_limited(request, limit), timeout)
+    except asyncio.TimeoutError:
+        raise BodyTimeoutError(f"the request body took longer than {timeout:g} s") from None
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():

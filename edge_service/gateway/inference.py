@@ -40,6 +40,7 @@ from neukonfig.protocol import (
     CLOUD_SECONDS_HEADER,
     CUT_HEADER,
     EDGE_SECONDS_HEADER,
+    FALLBACK_HEADER,
     INFER_PATH,
     PIPELINE_HEADER,
     TRANSFER_SECONDS_HEADER,
@@ -88,13 +89,15 @@ def inference_router(
         try:
             require_model(model_name, version)
             parsed = parse_infer_request(
-                await read_body(request, limit=settings.max_body_bytes),
+                await read_body(
+                    request, limit=settings.max_body_bytes, timeout=settings.body_timeout_s
+                ),
                 header_length=parse_header_length(request.headers.get(HEADER_LENGTH)),
                 inputs=inputs,
                 outputs=outputs,
                 max_elements=settings.max_elements,
             )
-            response, pipeline = await _forward(table, parsed, settings, metrics)
+            response, pipeline, fallback = await _forward(table, parsed, settings, metrics)
         except NeukonfigError as error:
             metrics.count_request(error.status_code)
             raise
@@ -106,6 +109,8 @@ def inference_router(
         # Which pipeline answered: lets probe clients see when traffic moved.
         headers[PIPELINE_HEADER] = pipeline.id
         headers[CUT_HEADER] = str(pipeline.cut)
+        if fallback:
+            headers[FALLBACK_HEADER] = fallback
         return Response(body, headers=headers)
 
     async def infer_latest(request: Request) -> Response:
@@ -159,7 +164,8 @@ def inference_router(
 
 async def _forward(
     table: RoutingTable, parsed: InferRequest, settings: GatewaySettings, metrics: Metrics
-) -> tuple[dict[str, np.ndarray], Pipeline]:
+) -> tuple[dict[str, np.ndarray], Pipeline, str | None]:
+    """The model outputs, the pipeline that answered, and its fallback mark if any."""
     frame = wire.encode(parsed.inputs)
     pipeline = await table.acquire(wait_timeout=settings.pause_wait_timeout_s)
     try:
@@ -170,7 +176,7 @@ async def _forward(
         if header in response.headers:
             metrics.observe_stage(stage, float(response.headers[header]))
     try:
-        return wire.decode(response.content), pipeline
+        return wire.decode(response.content), pipeline, response.headers.get(FALLBACK_HEADER)
     except wire.WireFormatError as error:
         raise UpstreamError(f"pipeline {pipeline.id} sent a malformed answer: {error}") from error
 

@@ -44,7 +44,13 @@ class Stack:
 
 
 def start_stack(
-    services, parts: Path, model: str, token: str, cuts: list[int], **gateway_env
+    services,
+    parts: Path,
+    model: str,
+    token: str,
+    cuts: list[int],
+    edge_env: dict[str, str] | None = None,
+    **gateway_env: str,
 ) -> Stack:
     """Start everything at once (startups overlap), then wait and register ``p{cut}`` for each."""
     manifest = read_manifest(parts)
@@ -52,7 +58,8 @@ def start_stack(
     pipelines = {}
     for cut in cuts:
         cloud = services.cloud(parts, cut) if cut != manifest.num_cuts - 1 else None
-        pipelines[cut] = (services.edge(parts, cut, cloud.url if cloud else None), cloud)
+        edge = services.edge(parts, cut, cloud.url if cloud else None, **(edge_env or {}))
+        pipelines[cut] = (edge, cloud)
     gateway.wait_ready()
     stack = Stack(gateway, pipelines, manifest, token, model)
     for cut, (edge, cloud) in pipelines.items():

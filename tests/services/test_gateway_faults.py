@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import struct
+import time
 from pathlib import Path
 
 import httpx
@@ -17,6 +19,7 @@ from oip_client import binary_request, json_request, outputs_of
 from stack import Stack, expected_logits, start_stack
 
 MAX_BODY = 200_000
+BODY_TIMEOUT_S = 1.0
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +32,7 @@ def stack(services, tiny_parts: Path, admin_token: str) -> Stack:
         [1, 4],
         max_body_bytes=str(MAX_BODY),
         ready_check_timeout_s="1",
+        body_timeout_s=str(BODY_TIMEOUT_S),
     )
     assert stack.switch("p1").status_code == 200
     return stack
@@ -103,6 +107,28 @@ def test_oversize_body_without_content_length_gets_413(stack: Stack) -> None:
             yield b"\0" * 10_000
 
     error_of(httpx.post(stack.infer_url, content=chunks()), 413)
+
+
+def test_slow_drip_body_gets_408_while_others_are_served(stack: Stack, tiny_parts: Path) -> None:
+    """A client that sends its headers and then one byte every 0.1 s must not hold the
+    connection (and a growing buffer) forever: 408 once the body timeout passes."""
+    url = httpx.URL(stack.infer_url)
+    with socket.create_connection((url.host, url.port), timeout=10) as client:
+        head = f"POST {url.raw_path.decode()} HTTP/1.1\r\nhost: {url.host}\r\n"
+        client.sendall(f"{head}content-length: 100000\r\n\r\n".encode())
+        started = time.monotonic()
+        client.setblocking(False)
+        answer = b""
+        while not answer and time.monotonic() - started < BODY_TIMEOUT_S + 5:
+            with contextlib.suppress(BlockingIOError, BrokenPipeError, ConnectionResetError):
+                client.send(b"\0")
+                answer = client.recv(4096)
+            time.sleep(0.1)
+        elapsed = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"took longer than" in answer
+    assert BODY_TIMEOUT_S * 0.9 < elapsed < BODY_TIMEOUT_S + 2
+    still_serves(stack, tiny_parts)
 
 
 def test_unknown_model_and_version_get_404(stack: Stack) -> None:

@@ -1,5 +1,6 @@
 """A partition service that hangs or dies behind a serving gateway: 504 or 502 naming what
-failed, within the gateway's bound, and serving resumes once the service is back."""
+failed, within the gateway's bound, and serving resumes once the service is back. With
+the edge's local fallback (the default), a dead cloud is answered by the edge instead."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+
+from neukonfig.protocol import FALLBACK_HEADER
 
 from oip_client import binary_request, outputs_of
 from stack import Stack, expected_logits, start_stack
@@ -26,6 +29,7 @@ def stack(services, tiny_parts: Path, admin_token: str) -> Stack:
         "tiny",
         admin_token,
         [2, 5],
+        edge_env={"fallback_local_tail": "false"},  # the failures themselves, unmasked
         request_timeout_s=str(REQUEST_TIMEOUT_S),
     )
 
@@ -82,3 +86,26 @@ def test_dead_partition_services_give_502_naming_the_one_that_failed(
     message = error_of(infer(stack), 502)
     assert "pipeline p5 unreachable" in message
     assert edge.url in message
+
+
+def test_a_dead_cloud_is_answered_by_the_edges_local_tail(
+    services, tiny_parts: Path, admin_token: str
+) -> None:
+    fallback_stack = start_stack(services, tiny_parts, "tiny", admin_token, [5])
+    edge, cloud = fallback_stack.pipelines[5]
+    assert fallback_stack.switch("p5").status_code == 200
+    assert infer(fallback_stack).headers.get(FALLBACK_HEADER) is None
+    assert cloud is not None
+    cloud.kill()
+    for _ in range(3):  # the first loads the tail; the breaker sends the next ones local
+        response = infer(fallback_stack)
+        assert response.status_code == 200, response.text
+        assert response.headers[FALLBACK_HEADER] == "local-tail"
+        np.testing.assert_allclose(
+            outputs_of(response)["logits"],
+            expected_logits(tiny_parts, BATCH),
+            rtol=1e-4,
+            atol=1e-5,
+        )
+    metrics = httpx.get(f"{edge.url}/metrics").text
+    assert "neukonfig_fallbacks_total 3.0" in metrics
