@@ -23,6 +23,7 @@ from neukonfig.protocol import COMPUTE_SECONDS_HEADER, INFER_PATH, PROBE_PATH
 from neukonfig.service import (
     add_metrics_route,
     add_plain_route,
+    guard_internal_routes,
     install_error_handlers,
     read_body,
 )
@@ -45,6 +46,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
 
     app = FastAPI(title="neukonfig cloud partition", lifespan=lifespan)
     install_error_handlers(app)
+    guard_internal_routes(app, settings.internal_token)
 
     async def infer(request: Request) -> Response:
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -20,6 +20,11 @@ class CloudSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8200, ge=0, le=65535)
     max_body_bytes: int = Field(default=256 * 2**20, ge=1, description="Largest accepted body")
+    internal_token: SecretStr | None = Field(
+        default=None,
+        description="Shared token the partition services require (x-neukonfig-internal-token); "
+        "unset: they rely on their network binding",
+    )
 
 
 @lru_cache

@@ -52,6 +52,9 @@ def build_controller(
         cloud_threads=settings.cloud_threads,
         start_timeout_s=settings.start_timeout_s,
         edge_slowdown=settings.edge_slowdown,
+        internal_token=(
+            settings.internal_token.get_secret_value() if settings.internal_token else None
+        ),
     )
     gateway = GatewayClient(settings.gateway_url, token=settings.token)
     return Controller(settings, launcher=launcher, planner=planner, gateway=gateway)

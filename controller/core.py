@@ -36,6 +36,7 @@ from models.switch_policy import Decision, SwitchPolicy, SwitchRule
 from neukonfig.errors import NeukonfigError
 from neukonfig.metrics import Metrics
 from neukonfig.protocol import PROBE_PATH, TRANSFERS_PATH
+from neukonfig.service import internal_headers
 from neukonfig.units import parse_bandwidth, parse_duration
 
 log = logging.getLogger("neukonfig.controller")
@@ -78,7 +79,9 @@ class Controller:
         self.probe: ServiceHandle | None = None
         self._retiring: set[asyncio.Task[None]] = set()
         self.probe_url: str | None = None
-        self._http = httpx.AsyncClient(timeout=10.0)
+        self._http = httpx.AsyncClient(
+            timeout=10.0, headers=internal_headers(settings.internal_token)
+        )
         self.cloud_watch = CloudWatch(
             self._http,
             period_s=settings.cloud_check_s,

@@ -73,6 +73,7 @@ class PipelineLauncher:
     cloud_threads: int | None
     start_timeout_s: float
     edge_slowdown: float = 1.0
+    internal_token: str | None = None  # handed to every partition service it starts
 
     async def start(self, cut: int) -> ManagedPipeline:
         """Start both partitions at once and wait for both; on any failure stop both."""
@@ -110,7 +111,7 @@ class PipelineLauncher:
         spec = ServiceSpec(
             ServiceKind.CLOUD_PARTITION,
             f"{self.model}-probe",
-            {"partition_dir": str(self.partition_dir)},
+            self._common_settings(),
             labels,
         )
         handle = await self.backend.start(spec)
@@ -134,6 +135,12 @@ class PipelineLauncher:
             if service.spec.kind is ServiceKind.CLOUD_PARTITION:
                 await asyncio.to_thread(self.link.unroute, service.url)
 
+    def _common_settings(self) -> dict[str, str]:
+        settings = {"partition_dir": str(self.partition_dir)}
+        if self.internal_token:
+            settings["internal_token"] = self.internal_token
+        return settings
+
     def _spec(
         self,
         kind: ServiceKind,
@@ -144,7 +151,7 @@ class PipelineLauncher:
         cloud_url: str | None = None,
     ) -> ServiceSpec:
         threads = self.edge_threads if kind is ServiceKind.EDGE_PARTITION else self.cloud_threads
-        settings = {"partition_dir": str(self.partition_dir), "cut": str(cut)}
+        settings = {**self._common_settings(), "cut": str(cut)}
         if threads:
             settings["threads"] = str(threads)
         if cloud_url:

@@ -28,6 +28,11 @@ class ControllerSettings(BaseSettings):
     admin_token_file: Path | None = None
     edge_profile: Path = Field(description="Profile JSON of the edge (heads)")
     cloud_profile: Path = Field(description="Profile JSON of the cloud (tails)")
+    internal_token: SecretStr | None = Field(
+        default=None,
+        description="Shared token the partition services require (x-neukonfig-internal-token); "
+        "unset: they rely on their network binding",
+    )
     strategy: StrategyName = StrategyName.SWITCH_ON_DEMAND
     backend: str = Field(default="process", description="process, docker or kubernetes")
     state_dir: Path = Field(default=Path(".neukonfig/state"), description="Backend records, logs")

@@ -156,7 +156,12 @@ def link_stable_names(work: Path, *targets: Path) -> list[tuple[Path, Path]]:
 
 
 def local_gateway(
-    parts: Path, manifest: Manifest, token: str, log: Path, port: int = 0
+    parts: Path,
+    manifest: Manifest,
+    token: str,
+    log: Path,
+    port: int = 0,
+    internal_token: str | None = None,
 ) -> LocalService:
     """The gateway process for a prepared partition directory (not started)."""
     settings = {
@@ -164,6 +169,8 @@ def local_gateway(
         "model_name": manifest.model.name,
         "admin_token": token,
     }
+    if internal_token:
+        settings["internal_token"] = internal_token
     return LocalService(ServiceKind.GATEWAY, settings, log, **({"port": port} if port else {}))
 
 
@@ -178,6 +185,7 @@ def embedded_settings(
     edge_slowdown: float,
     initial_bandwidth: str,
     port: int = 8300,
+    internal_token: str | None = None,
 ) -> ControllerSettings:
     """Controller settings for everything on this machine, stopping all it starts on exit."""
     manifest, parts, edge_profile, cloud_profile = prepared
@@ -195,6 +203,7 @@ def embedded_settings(
         edge_slowdown=edge_slowdown,
         initial_bandwidth=initial_bandwidth,
         stop_services_on_exit=True,
+        internal_token=internal_token,
     )
 
 
@@ -222,8 +231,15 @@ def run_up(options: UpOptions) -> int:
     if options.link_rate:
         shaped = ShapedLink(rate_bps=parse_bandwidth(options.link_rate)).start_in_thread()
         link = shaped
+    # The partition services answer only requests carrying this (gateway, edge, controller).
+    internal_token = secrets.token_urlsafe(24)
     gateway = local_gateway(
-        parts, manifest, token, options.workdir / "logs" / "gateway.log", options.gateway_port
+        parts,
+        manifest,
+        token,
+        options.workdir / "logs" / "gateway.log",
+        options.gateway_port,
+        internal_token=internal_token,
     )
     try:
         gateway.start().wait_ready()
@@ -237,6 +253,7 @@ def run_up(options: UpOptions) -> int:
             edge_slowdown=options.edge_slowdown,
             initial_bandwidth=options.link_rate or options.initial_bandwidth,
             port=options.controller_port,
+            internal_token=internal_token,
         )
         controller = build_controller(settings, link=link)
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how `up` is stopped

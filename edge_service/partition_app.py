@@ -50,7 +50,9 @@ from neukonfig.protocol import (
 from neukonfig.service import (
     add_metrics_route,
     add_plain_route,
+    guard_internal_routes,
     install_error_handlers,
+    internal_headers,
     read_body,
 )
 
@@ -146,6 +148,7 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
             settings.cloud_url,
             timeout=settings.cloud_timeout_s,
             connect_timeout=settings.connect_timeout_s,
+            default_headers=internal_headers(settings.internal_token),
         )
         if settings.cloud_url
         else None
@@ -163,6 +166,7 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
 
     app = FastAPI(title="neukonfig edge partition", lifespan=lifespan)
     install_error_handlers(app)
+    guard_internal_routes(app, settings.internal_token)
 
     async def call_cloud(frame: bytes) -> tuple[bytes, float, float]:
         if cloud is None:

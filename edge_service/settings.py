@@ -49,6 +49,11 @@ class EdgePartitionSettings(BaseSettings):
         "tries the cloud again",
     )
     connect_timeout_s: float = Field(default=2.0, gt=0)
+    internal_token: SecretStr | None = Field(
+        default=None,
+        description="Shared token the partition services require (x-neukonfig-internal-token); "
+        "unset: they rely on their network binding",
+    )
     transfer_log_size: int = Field(
         default=4096, ge=16, description="Transfers kept for /v1/transfers"
     )
@@ -82,6 +87,11 @@ class GatewaySettings(BaseSettings):
         default=30.0, ge=0, description="How long a request waits while no pipeline is active"
     )
     max_elements: int = Field(default=50_000_000, ge=1, description="Largest tensor accepted")
+    internal_token: SecretStr | None = Field(
+        default=None,
+        description="Shared token the partition services require (x-neukonfig-internal-token); "
+        "unset: they rely on their network binding",
+    )
 
     @model_validator(mode="after")
     def _token_is_set(self) -> GatewaySettings:

@@ -130,12 +130,14 @@ class PeerClient:
         timeout: float,
         connect_timeout: float,
         max_connections: int = 64,
+        default_headers: Mapping[str, str] | None = None,
     ) -> None:
         if timeout <= 0 or connect_timeout <= 0:
             raise ValueError(f"timeouts must be positive, got {timeout=} and {connect_timeout=}")
         if max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, got {max_connections}")
         self.base_url = check_base_url(base_url)
+        self.default_headers = dict(default_headers or {})
         self._host, self._port, netloc, self._prefix = _split_base_url(self.base_url)
         self._host_line = f" HTTP/1.1\r\nhost: {netloc}\r\n"
         self._timeout = timeout
@@ -181,7 +183,9 @@ class PeerClient:
         timeout: float | None = None,
     ) -> PeerResponse:
         """Send one request and read its whole answer; ``timeout`` overrides the client's."""
-        head = self._request_head(method, path, len(content), headers or {})
+        head = self._request_head(
+            method, path, len(content), {**self.default_headers, **(headers or {})}
+        )
         if self._closed:
             raise UpstreamError(f"{self.base_url}: the client is closed")
         bound = self._timeout if timeout is None else timeout

@@ -12,6 +12,7 @@ INFER_PATH = "/v1/infer"
 PROBE_PATH = "/v1/probe"
 TRANSFERS_PATH = "/v1/transfers"
 PARTITION_INFO_PATH = "/v1/partition"
+METRICS_PATH = "/metrics"
 LIVE_PATH = "/health/live"
 READY_PATH = "/health/ready"
 
@@ -21,6 +22,9 @@ EDGE_SECONDS_HEADER = "x-neukonfig-edge-seconds"  # edge -> gateway, and the thr
 TRANSFER_SECONDS_HEADER = "x-neukonfig-transfer-seconds"
 CLOUD_SECONDS_HEADER = "x-neukonfig-cloud-seconds"
 TRANSFER_BYTES_HEADER = "x-neukonfig-transfer-bytes"
+# gateway -> edge -> cloud, controller -> partitions: the shared internal token, when the
+# partition services are configured with one (everything but health and /metrics).
+INTERNAL_TOKEN_HEADER = "x-neukonfig-internal-token"
 # edge -> gateway -> client: the cloud partition failed and the edge ran the tail itself.
 FALLBACK_HEADER = "x-neukonfig-fallback"
 # gateway -> client: which pipeline (and cut) answered this request.

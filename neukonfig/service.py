@@ -13,8 +13,9 @@ from typing import TypeVar
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from neukonfig.errors import (
     BodyTimeoutError,
@@ -23,6 +24,7 @@ from neukonfig.errors import (
     UnauthorizedError,
 )
 from neukonfig.metrics import CONTENT_TYPE_LATEST, Metrics
+from neukonfig.protocol import INTERNAL_TOKEN_HEADER, LIVE_PATH, METRICS_PATH, READY_PATH
 
 log = logging.getLogger("neukonfig")
 T = TypeVar("T")
@@ -80,6 +82,41 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+class InternalTokenGuard:
+    """ASGI middleware: every path but health and /metrics needs the internal token in
+    ``x-neukonfig-internal-token``, so a partition service reachable on a network answers
+    only the gateway, its edge peer and the controller."""
+
+    def __init__(self, app: ASGIApp, *, token: str, open_paths: frozenset[str]) -> None:
+        self.app = app
+        self.token = token.encode()
+        self.open_paths = open_paths
+        self.header = INTERNAL_TOKEN_HEADER.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in self.open_paths:
+            given = next((v for k, v in scope["headers"] if k == self.header), b"")
+            if not hmac.compare_digest(given, self.token):
+                message = f"this service answers only requests carrying {INTERNAL_TOKEN_HEADER}"
+                await error_response(401, message)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def guard_internal_routes(app: FastAPI, token: SecretStr | None) -> None:
+    """Require the internal token when one is configured; without one the service relies
+    on its network binding (loopback by default)."""
+    if token is not None:
+        open_paths = frozenset({LIVE_PATH, READY_PATH, METRICS_PATH})
+        app.add_middleware(
+            InternalTokenGuard, token=token.get_secret_value(), open_paths=open_paths
+        )
+
+
+def internal_headers(token: SecretStr | None) -> dict[str, str]:
+    return {INTERNAL_TOKEN_HEADER: token.get_secret_value()} if token is not None else {}
+
+
 def bearer_token_check(expected: Callable[[], str | None]) -> Callable[[Request], None]:
     """A FastAPI dependency: the request must carry ``Authorization: Bearer <token>``."""
 
@@ -116,7 +153,7 @@ def add_plain_route(
 
 
 def add_metrics_route(app: FastAPI, metrics: Metrics) -> None:
-    @app.get("/metrics", include_in_schema=False)
+    @app.get(METRICS_PATH, include_in_schema=False)
     def _metrics() -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 

@@ -137,7 +137,10 @@ def _run_strategy(
     parts = files[0]
     token = secrets.token_urlsafe(24)
     logs = scenario.workdir / "bench-logs" / strategy.value
-    gateway = local_gateway(parts, manifest, token, logs / "gateway.log")
+    internal_token = secrets.token_urlsafe(24)
+    gateway = local_gateway(
+        parts, manifest, token, logs / "gateway.log", internal_token=internal_token
+    )
     link, backend = open_link(
         scenario.link, rate_bps=scenario.schedule[0][1], state_dir=logs / "state"
     )
@@ -152,6 +155,7 @@ def _run_strategy(
             edge_threads=scenario.edge_threads,
             edge_slowdown=scenario.edge_slowdown,
             initial_bandwidth=format_bandwidth(scenario.schedule[0][1]),
+            internal_token=internal_token,
         )
         controller = build_controller(settings, link=link, backend=backend)
         client = ProbeClient(

@@ -50,6 +50,26 @@ class ServiceSpec:
     labels: dict[str, str] = field(default_factory=dict)
 
 
+# Settings that must not be written where others can read them back (labels,
+# annotations, state files); the service still receives them in its environment.
+SECRET_SETTINGS = frozenset({"internal_token"})
+
+
+def spec_record(spec: ServiceSpec) -> dict[str, object]:
+    """What a backend stores to find a service again: the spec, secrets left out."""
+    settings = {k: v for k, v in spec.settings.items() if k not in SECRET_SETTINGS}
+    return {"kind": spec.kind.value, "name": spec.name, "settings": settings, "labels": spec.labels}
+
+
+def spec_from_record(record: dict[str, object]) -> ServiceSpec:
+    return ServiceSpec(
+        ServiceKind(record["kind"]),
+        str(record["name"]),
+        dict(record["settings"]),  # type: ignore[call-overload]
+        dict(record["labels"]),  # type: ignore[call-overload]
+    )
+
+
 @dataclass
 class ServiceHandle:
     spec: ServiceSpec

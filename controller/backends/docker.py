@@ -36,6 +36,8 @@ from controller.backends.base import (
     ServiceStartError,
     ServiceState,
     poll_until_ready,
+    spec_from_record,
+    spec_record,
 )
 from controller.backends.local import ServiceKind
 from neukonfig.errors import NeukonfigError
@@ -263,21 +265,11 @@ def _import_docker() -> Any:
 
 
 def _spec_json(spec: ServiceSpec) -> str:
-    return json.dumps(
-        {
-            "kind": spec.kind.value,
-            "name": spec.name,
-            "settings": spec.settings,
-            "labels": spec.labels,
-        }
-    )
+    return json.dumps(spec_record(spec))
 
 
 def _spec_from_json(text: str) -> ServiceSpec:
-    record = json.loads(text)
-    return ServiceSpec(
-        ServiceKind(record["kind"]), record["name"], record["settings"], record["labels"]
-    )
+    return spec_from_record(json.loads(text))
 
 
 def _fill_from_own_container(

@@ -33,6 +33,7 @@ from controller.backends.base import (
     ServiceSpec,
     ServiceStartError,
     ServiceState,
+    spec_record,
 )
 
 log = logging.getLogger("neukonfig.controller.kubernetes")
@@ -192,13 +193,7 @@ def selector(spec: ServiceSpec) -> dict[str, str]:
 
 
 def spec_annotation(spec: ServiceSpec) -> str:
-    record = {
-        "kind": spec.kind.value,
-        "name": spec.name,
-        "settings": spec.settings,
-        "labels": spec.labels,
-    }
-    return json.dumps(record, sort_keys=True)
+    return json.dumps(spec_record(spec), sort_keys=True)
 
 
 def spec_from_annotation(text: str) -> ServiceSpec:

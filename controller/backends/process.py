@@ -21,6 +21,8 @@ from controller.backends.base import (
     ServiceSpec,
     ServiceState,
     poll_until_ready,
+    spec_from_record,
+    spec_record,
 )
 from controller.backends.local import LocalService, ServiceKind
 
@@ -112,10 +114,7 @@ class ProcessBackend(Backend):
             "pid": process.pid,
             "create_time": process.create_time(),
             "url": handle.url,
-            "kind": handle.spec.kind.value,
-            "name": handle.spec.name,
-            "settings": handle.spec.settings,
-            "labels": handle.spec.labels,
+            **spec_record(handle.spec),
         }
         self._record_path(handle.spec.name).write_text(json.dumps(record, indent=2))
 
@@ -131,10 +130,7 @@ class ProcessBackend(Backend):
                 return None  # the pid now belongs to someone else
         except (OSError, ValueError, KeyError, psutil.Error):
             return None
-        spec = ServiceSpec(
-            ServiceKind(record["kind"]), record["name"], record["settings"], record["labels"]
-        )
-        return ServiceHandle(spec, record["url"], str(record["pid"]))
+        return ServiceHandle(spec_from_record(record), record["url"], str(record["pid"]))
 
     def _process(self, handle: ServiceHandle) -> psutil.Process | None:
         recorded = self._read_record(self._record_path(handle.spec.name))

@@ -16,7 +16,7 @@ from edge_service.settings import GatewaySettings
 from neukonfig.errors import ConflictError
 from neukonfig.peer_client import PeerClient, check_base_url
 from neukonfig.protocol import READY_PATH
-from neukonfig.service import bearer_token_check
+from neukonfig.service import bearer_token_check, internal_headers
 
 NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 
@@ -103,7 +103,10 @@ def _url(url: AnyHttpUrl | None) -> str | None:
 
 def _pipeline_client(edge_url: str, settings: GatewaySettings) -> PeerClient:
     return PeerClient(
-        edge_url, timeout=settings.request_timeout_s, connect_timeout=settings.connect_timeout_s
+        edge_url,
+        timeout=settings.request_timeout_s,
+        connect_timeout=settings.connect_timeout_s,
+        default_headers=internal_headers(settings.internal_token),
     )
 
 

@@ -50,6 +50,7 @@ def start_stack(
     token: str,
     cuts: list[int],
     edge_env: dict[str, str] | None = None,
+    cloud_env: dict[str, str] | None = None,
     **gateway_env: str,
 ) -> Stack:
     """Start everything at once (startups overlap), then wait and register ``p{cut}`` for each."""
@@ -57,7 +58,8 @@ def start_stack(
     gateway = services.gateway(parts, model, token, **gateway_env)
     pipelines = {}
     for cut in cuts:
-        cloud = services.cloud(parts, cut) if cut != manifest.num_cuts - 1 else None
+        last = cut == manifest.num_cuts - 1
+        cloud = None if last else services.cloud(parts, cut, **(cloud_env or {}))
         edge = services.edge(parts, cut, cloud.url if cloud else None, **(edge_env or {}))
         pipelines[cut] = (edge, cloud)
     gateway.wait_ready()

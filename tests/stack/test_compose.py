@@ -101,6 +101,7 @@ def stack(engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     socket_gid = os.stat("/var/run/docker.sock").st_gid
     env_file.write_text(
         f"NEUKONFIG_ADMIN_TOKEN={secrets.token_urlsafe(24)}\n"
+        f"NEUKONFIG_INTERNAL_TOKEN={secrets.token_urlsafe(24)}\n"
         f"DOCKER_GID={socket_gid}\n"
         f"NEUKONFIG_MODEL={MODEL}\n"
         "NEUKONFIG_EDGE_SLOWDOWN=8\n"
