@@ -76,6 +76,16 @@ class BandwidthEstimator:
         if sample.bytes > 0 and sample.seconds >= 0:
             self._samples.append(sample)
 
+    def cap(self, now_s: float, bits_per_second: float) -> None:
+        """The link is at most this fast now (a probe that did not finish in time): lower
+        the estimate at once, and forget the samples of the faster link before it, which
+        would otherwise pull it back up."""
+        if self._smoothed is None or self._smoothed > bits_per_second:
+            self._smoothed = bits_per_second
+            self._source = Source.ACTIVE
+        while self._samples and self._samples[0].at_s < now_s:
+            self._samples.popleft()
+
     def needs_probe(self, now_s: float) -> bool:
         """True when real traffic in the window is too thin to estimate from."""
         self._expire(now_s)

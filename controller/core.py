@@ -43,6 +43,8 @@ log = logging.getLogger("neukonfig.controller")
 HISTORY_SIZE = 1000
 PROBE_TARGET_S = 0.02
 MAX_PROBE_BYTES = 1 << 20
+PROBE_SLACK = 20
+MIN_PROBE_TIMEOUT_S, MAX_PROBE_TIMEOUT_S = 1.0, 10.0
 
 
 class Controller:
@@ -76,6 +78,7 @@ class Controller:
         self._switch_lock = asyncio.Lock()
         self._transfer_seq: dict[str, int] = {}
         self._last_probe_s = float("-inf")
+        self._probing: asyncio.Task[None] | None = None
         self.probe: ServiceHandle | None = None
         self._retiring: set[asyncio.Task[None]] = set()
         self.probe_url: str | None = None
@@ -148,6 +151,9 @@ class Controller:
             await asyncio.sleep(self.settings.tick_s)
 
     async def shutdown(self) -> None:
+        if self._probing is not None:
+            self._probing.cancel()
+            await asyncio.gather(self._probing, return_exceptions=True)
         await asyncio.gather(*self._retiring, return_exceptions=True)
         if self.settings.stop_services_on_exit:
             for pipeline in list(self.pipelines.values()):
@@ -166,9 +172,13 @@ class Controller:
         now = time.monotonic()
         await self._replace_failed_cloud()
         await self._collect_transfers(now)
-        if self.estimator.needs_probe(now) and now - self._last_probe_s >= self.estimator.window_s:
+        probe_idle = self._probing is None or self._probing.done()
+        due = now - self._last_probe_s >= self.estimator.window_s
+        if probe_idle and due and self.estimator.needs_probe(now):
+            # In the background: on a collapsed link a probe takes seconds to time out,
+            # and the loop must go on deciding (and watching the cloud) meanwhile.
             self._last_probe_s = now
-            await self._probe()
+            self._probing = asyncio.create_task(self._probe(), name="bandwidth-probe")
         estimate = self.estimator.update(time.monotonic())
         if estimate.bits_per_second is None or self.active is None:
             return
@@ -240,14 +250,28 @@ class Controller:
         if target is None:
             return
         size = self._probe_size()
+        timeout = self._probe_timeout(size)
         started = time.perf_counter()
         try:
-            response = await self._http.post(target + PROBE_PATH, content=b"\0" * size)
+            response = await self._http.post(
+                target + PROBE_PATH, content=b"\0" * size, timeout=timeout
+            )
+        except httpx.TimeoutException:
+            # A collapsed link completes nothing, so no sample would ever say so.
+            self.estimator.cap(time.monotonic(), size * 8 / timeout)
+            return
         except httpx.HTTPError:
             return
         if response.status_code == 200:
             elapsed = time.perf_counter() - started
             self.estimator.add(Sample(time.monotonic(), size, elapsed, Source.ACTIVE))
+
+    def _probe_timeout(self, size: int) -> float:
+        """PROBE_SLACK times the probe's expected time at the estimate, within bounds: a
+        probe slower than that means the link is far slower than estimated."""
+        estimate = self.estimator.current
+        expected = size * 8 / estimate if estimate else MAX_PROBE_TIMEOUT_S
+        return min(max(expected * PROBE_SLACK, MIN_PROBE_TIMEOUT_S), MAX_PROBE_TIMEOUT_S)
 
     def _probe_size(self) -> int:
         """About PROBE_TARGET_S of traffic at the current estimate: long enough to outlast

@@ -85,7 +85,10 @@ class ShapedLink:
         target = (target_host, target_port)
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await self._handle(reader, writer, target)
+            # Cancelled by stop(): end quietly, or asyncio's server callback logs the
+            # cancellation of every open connection as an unhandled exception.
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._handle(reader, writer, target)
 
         server = await asyncio.start_server(handle, self.listen_host, 0)
         port = server.sockets[0].getsockname()[1]
@@ -136,7 +139,8 @@ class ShapedLink:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, shaped: bool
     ) -> None:
         assert self._bucket is not None
-        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+        # OSError too: write_eof on a socket whose peer already went raises ENOTCONN.
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while data := await reader.read(CHUNK_BYTES):
                 if shaped:
                     await self._bucket.take(len(data))

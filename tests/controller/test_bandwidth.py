@@ -110,3 +110,18 @@ def test_big_transfers_on_a_saturated_slow_link_are_measured_across_completions(
     estimator = BandwidthEstimator(window_s=1.0)
     trace = list(stream(estimator, lambda t: 5e6, until=20, size=600_000, every=0.25))
     assert trace[-1][1] == pytest.approx(5e6, rel=0.05)
+
+
+def test_a_cap_lowers_the_estimate_at_once_and_old_samples_do_not_undo_it() -> None:
+    """A probe that timed out says the link is at most size/timeout now; the samples of
+    the fast link before it are dropped, so the next update cannot restore 50 mbit."""
+    estimator = BandwidthEstimator(min_samples=3, max_age_s=10)
+    for _ in stream(estimator, lambda t: 50e6, until=2):
+        pass
+    assert estimator.current == pytest.approx(50e6, rel=1e-6)
+    estimator.cap(2.5, 1e6)
+    assert estimator.update(2.6).bits_per_second == 1e6
+    estimator.cap(2.7, 5e6)  # a looser bound than what is known changes nothing
+    assert estimator.current == 1e6
+    estimator.add(Sample(3.0, 2_500, 1.0, Source.ACTIVE))  # what the link really does now
+    assert estimator.update(3.1).bits_per_second == pytest.approx(20e3, rel=0.01)

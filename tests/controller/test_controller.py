@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +15,9 @@ from controller.backends.process import ProcessBackend
 from controller.core import Controller
 from controller.settings import ControllerSettings, StrategyName
 from controller.strategies import Outcome
-from models.runtime import Role, load_partition
+from testbed.faults import CUT_AT_HIGH, CUT_AT_LOW, HIGH, LOW, tiny_probe_client, wait_for
 from testbed.netns import CLOUD_ADDRESS, TcLink, netns_available
-from testbed.probe_client import ProbeClient, RequestRecord, binary_infer_body
-
-from conftest import CUT_AT_HIGH, CUT_AT_LOW, HIGH, LOW
-
-RATE_PER_S = 10
+from testbed.probe_client import RequestRecord, binary_infer_body
 
 
 def settings_for(
@@ -69,28 +64,6 @@ def request_body() -> tuple[bytes, dict[str, str]]:
     return binary_infer_body("input", batch)
 
 
-def probe_client(gateway_url: str, parts: Path) -> ProbeClient:
-    """Open-loop requests that check every answer against the full model's output."""
-    batch = np.random.default_rng(0).standard_normal((1, 3, 32, 32), dtype=np.float32)
-    expected = load_partition(parts, 0, Role.CLOUD).run({"input": batch})["logits"]
-    return ProbeClient(
-        url=f"{gateway_url}/v2/models/tiny/infer",
-        input_name="input",
-        batch=batch,
-        expected=expected,
-        rate_per_s=RATE_PER_S,
-    )
-
-
-async def wait_for(condition, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        await asyncio.sleep(0.1)
-    return False
-
-
 async def drop_bandwidth_scenario(
     controller: Controller, gateway_url: str, link, rates: tuple[float, ...] = (LOW,)
 ) -> list[RequestRecord]:
@@ -100,7 +73,7 @@ async def drop_bandwidth_scenario(
     assert controller.active.cut == CUT_AT_HIGH
     loop = asyncio.create_task(controller.run())
     stop = asyncio.Event()
-    client = probe_client(gateway_url, controller.settings.partition_dir)
+    client = tiny_probe_client(gateway_url, controller.settings.partition_dir)
     load = asyncio.create_task(client.run(stop))
     try:
         await asyncio.sleep(1.5)

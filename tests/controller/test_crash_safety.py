@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
+import threading
+import time
 
 import httpx
+import psutil
 import pytest
 from test_controller import controller_process_settings, request_body, settings_for
 
@@ -117,3 +122,58 @@ def test_killed_controller_leaves_serving_and_restart_adopts(controller_process,
     assert state_view["active"] == before["active"]
     assert all(p["adopted"] for p in state_view["pipelines"])
     assert state_view["current_cut"] == 0
+
+
+def test_controller_killed_mid_switch_restarts_and_rolls_the_switch_back(
+    controller_process, gateway, token
+):
+    """kill -9 while a switch is starting the new pipeline: the gateway keeps serving the
+    old one, and the restarted controller stops what the cut-short switch started."""
+    start, started, state = controller_process
+    first = start("first")
+    started.append(first)
+    first.wait_ready(timeout=120)
+    before = routing(gateway.url, token)
+    records = sorted(p.name for p in state.glob("*.json"))
+
+    def switch() -> None:
+        with contextlib.suppress(httpx.HTTPError):  # the controller dies mid-request
+            httpx.post(
+                f"{first.url}/v1/switch",
+                json={"cut": 11, "strategy": "switch_on_demand"},
+                headers={"authorization": f"Bearer {token}"},
+                timeout=60,
+            )
+
+    switching = threading.Thread(target=switch, daemon=True)
+    switching.start()
+    deadline = time.monotonic() + 30
+    while len(list(state.glob("*.json"))) <= len(records) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    new = sorted(set(p.name for p in state.glob("*.json")) - set(records))
+    assert new, "the switch started a service"
+    pids = [json.loads((state / name).read_text())["pid"] for name in new]
+    os.kill(first.process.pid, signal.SIGKILL)
+    first.process.wait(timeout=10)
+    switching.join(timeout=30)
+    assert routing(gateway.url, token)["active"] == before["active"]
+    assert served(gateway.url) == 200
+
+    second = start("second")
+    started.append(second)
+    second.wait_ready(timeout=120)
+    after = routing(gateway.url, token)
+    assert after["active"] == before["active"]
+    assert sorted(p["id"] for p in after["pipelines"]) == sorted(
+        p["id"] for p in before["pipelines"]
+    )
+    assert sorted(p.name for p in state.glob("*.json")) == records, "rolled back"
+    assert not [pid for pid in pids if psutil.pid_exists(pid) and _running(pid)]
+    assert served(gateway.url) == 200
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

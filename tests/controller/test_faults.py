@@ -1,102 +1,101 @@
-"""Real faults under real traffic: a cloud partition killed (kill -9) or hung (SIGSTOP)
-while an open-loop client sends requests through the gateway.
+"""Real faults under real traffic (testbed/faults.py): a cloud partition killed (kill -9)
+or hung (SIGSTOP), a link flapping around a decision boundary, a link collapsing to
+almost nothing, while an open-loop client sends requests through the gateway.
 
 The edge answers with its local copy of the tail while the cloud cannot, so no request
-fails; the controller notices the cloud's failed health reads and replaces the pipeline.
+fails; the controller replaces a dead cloud, ignores flapping, and leaves a collapsed
+link for a cut that barely uses it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import time
-from dataclasses import dataclass
 
-import httpx
 import pytest
-from test_controller import probe_client, settings_for, wait_for
+from test_controller import settings_for
 
 from controller.assemble import build_controller
-from controller.core import Controller
 from controller.settings import StrategyName
 from controller.strategies import Outcome
-from testbed.probe_client import RequestRecord
+from testbed.faults import cloud_fault, collapse, flapping, serve_while, tiny_probe_client
 
-RECOVERY_TIMEOUT_S = 30
-
-
-@dataclass
-class FaultRun:
-    records: list[RequestRecord]
-    fault_at: float  # seconds since the client started
-    recovered_after_s: float | None  # fault -> a new pipeline active
-    slowest_health_s: float  # the gateway's /v2/health/live while the fault lasted
+GATEWAY_TIMEOUT_S = 30.0  # GatewaySettings.request_timeout_s, the bound on any request
 
 
-async def _fault_scenario(controller: Controller, gateway_url: str, fault: signal.Signals):
-    await controller.start()
-    loop = asyncio.create_task(controller.run())
-    client = probe_client(gateway_url, controller.settings.partition_dir)
-    stop = asyncio.Event()
-    load = asyncio.create_task(client.run(stop))
-    broken = controller.active
-    assert broken is not None
-    assert broken.cloud is not None
-    pid = int(broken.cloud.backend_id)
-    health: list[float] = []
-    try:
-        await asyncio.sleep(1.5)
-        fault_at = time.perf_counter() - client.started
-        os.kill(pid, fault)
-        started = time.monotonic()
-        replaced = await wait_for(
-            lambda: controller.active is not None and controller.active.id != broken.id,
-            timeout=RECOVERY_TIMEOUT_S,
-        )
-        recovered = time.monotonic() - started if replaced else None
-        async with httpx.AsyncClient() as http:
-            for _ in range(5):  # the gateway stays responsive whatever the cloud does
-                began = time.monotonic()
-                assert (await http.get(f"{gateway_url}/v2/health/live")).status_code == 200
-                health.append(time.monotonic() - began)
-        await asyncio.sleep(2.0)
-    finally:
-        if fault is signal.SIGSTOP:
-            os.kill(pid, signal.SIGCONT)  # so that retiring it can stop it
-        stop.set()
-        records = await load
-        loop.cancel()
-        await asyncio.gather(loop, return_exceptions=True)
-        await controller.shutdown()
-    return FaultRun(records, fault_at, recovered, max(health, default=0.0))
+def _controller(slow_edge_tiny, gateway, token, link, tmp_path, **settings):
+    values = settings_for(slow_edge_tiny, gateway, token, tmp_path / "state")
+    controller = build_controller(values.model_copy(update=settings), link=link)
+    client = tiny_probe_client(gateway.url, controller.settings.partition_dir)
+    return controller, client
 
 
 @pytest.mark.parametrize("fault", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "hung"])
 def test_cloud_loss_is_answered_locally_then_replaced(
     fault, slow_edge_tiny, gateway, token, link, tmp_path
 ) -> None:
-    settings = settings_for(
+    controller, client = _controller(
         slow_edge_tiny,
         gateway,
         token,
-        tmp_path / "state",
+        link,
+        tmp_path,
         strategy=StrategyName.SWITCH_ON_DEMAND,
         auto=False,  # only the fault moves the pipeline
     )
-    controller = build_controller(settings, link=link)
-    run = asyncio.run(_fault_scenario(controller, gateway.url, fault))
+    steps = cloud_fault(controller, gateway.url, fault)
+    run = asyncio.run(serve_while(controller, client, fault.name, steps))
 
     assert run.recovered_after_s is not None, controller.state()
     failed = [r for r in run.records if not r.ok]
     assert failed == [], f"{len(failed)} of {len(run.records)} failed: {failed[:3]}"
     fallbacks = [r for r in run.records if r.fallback]
     assert fallbacks, "some requests were answered by the edge's local tail"
-    assert all(r.sent_s >= run.fault_at - 0.5 for r in fallbacks), "none before the fault"
-    tail = run.records[-5:]
-    assert not any(r.fallback for r in tail), "the replacement's cloud answers again"
+    assert all(r.sent_s >= run.fault_at_s - 0.5 for r in fallbacks), "none before the fault"
+    assert not any(r.fallback for r in run.records[-5:]), "the replacement's cloud answers"
     (record,) = controller.history
     assert record.outcome is Outcome.SWITCHED
     assert "cloud partition" in record.reason
     assert run.slowest_health_s < 1.0
     assert not list((tmp_path / "state").glob("*.json")), "the broken services were stopped"
+
+
+def test_a_link_flapping_around_the_boundary_causes_no_switch_storm(
+    slow_edge_tiny, gateway, token, link, tmp_path
+) -> None:
+    """Cut 0 and cut 11 cost the same near 9.8 mbit; the link flips between 7 and 14 mbit
+    (each side favours one cut by about 30%) every 1.5 s for 30 s."""
+    controller, client = _controller(
+        slow_edge_tiny, gateway, token, link, tmp_path, strategy=StrategyName.SWITCH_STANDBY
+    )
+    steps = flapping(link, low=7e6, high=14e6, period_s=1.5, flips=20)
+    run = asyncio.run(serve_while(controller, client, "flapping", steps))
+    switched = [(s.from_cut, s.to_cut, s.reason) for s in controller.history]
+    assert run.switches <= 3, switched
+    assert [r for r in run.records if not r.ok] == []
+
+
+def test_a_collapsed_link_gives_answers_or_clear_timeouts_never_a_hang(
+    slow_edge_tiny, gateway, token, link, tmp_path
+) -> None:
+    """The link drops from 50 mbit to 20 kbit (a 12 KiB input would take 5 s): requests
+    already on it are answered by the edge's fallback once the cloud call times out, the
+    controller moves to a cut that barely uses the link, and nothing waits unbounded."""
+    controller, client = _controller(
+        slow_edge_tiny, gateway, token, link, tmp_path, strategy=StrategyName.SWITCH_ON_DEMAND
+    )
+    steps = collapse(controller, link, rate_bps=20e3)
+    run = asyncio.run(serve_while(controller, client, "collapse", steps))
+
+    assert run.recovered_after_s is not None, controller.state()
+    record = controller.history[0]
+    assert record.outcome is Outcome.SWITCHED
+    assert record.to_cut != 0, "away from sending the input"
+    bound = GATEWAY_TIMEOUT_S + 2
+    assert max(r.latency_s for r in run.records) < bound, "every request ended in the bound"
+    failed = [r for r in run.records if not r.ok]
+    assert all(r.status == 504 for r in failed), failed[:3]
+    assert len(failed) < len(run.records) / 10, f"{len(failed)} of {len(run.records)}"
+    last = run.records[-1].sent_s
+    recent = [r for r in run.records if r.sent_s > last - 1.5]
+    assert all(r.ok and not r.fallback for r in recent), recent
