@@ -9,7 +9,8 @@ import httpx
 from fastapi import FastAPI
 
 from edge_service.gateway.admin import admin_router
-from edge_service.gateway.inference import inference_router
+from edge_service.gateway.inference import MODEL_VERSION, inference_router
+from edge_service.gateway.openapi import document_infer_routes
 from edge_service.gateway.routing import RoutingTable
 from edge_service.settings import GatewaySettings
 from neukonfig.manifest import read_manifest
@@ -36,4 +37,5 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(inference_router(table, settings, manifest, metrics))  # first: hot path
     add_metrics_route(app, metrics)
     app.include_router(admin_router(table, settings, health))
+    document_infer_routes(app, model_name=settings.model_name, version=MODEL_VERSION)
     return app
