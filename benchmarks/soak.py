@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime
-import psutil
 
 from controller.assemble import build_controller
 from controller.core import Controller
@@ -33,7 +32,7 @@ from controller.settings import StrategyName
 from controller.strategies import Outcome
 from controller.up import PrepareOptions, embedded_settings, local_gateway, prepare
 from models.runtime import Role, load_partition, sample_input
-from testbed.downtime import format_downtime
+from testbed.downtime import edge_memory, format_downtime
 from testbed.probe_client import ProbeClient, RequestRecord
 from testbed.report import machine, write_json
 
@@ -56,13 +55,7 @@ def switch_plan(num_cuts: int, switches: int) -> list[tuple[int, StrategyName]]:
 
 
 def memory_mb(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            total += psutil.Process(pid).memory_full_info().pss
-        except psutil.Error:
-            continue
-    return round(total / 2**20, 1)
+    return round(edge_memory(pids)[0] / 2**20, 1)
 
 
 async def soak(

@@ -199,6 +199,11 @@ class Controller:
         if decision.decision is Decision.SWITCH:
             await self.switch_to(decision.best_cut, reason=decision.detail)
 
+    @property
+    def planning_bandwidth(self) -> float:
+        """The estimate, or before there is one the configured initial bandwidth."""
+        return self.estimator.current or parse_bandwidth(self.settings.initial_bandwidth)
+
     async def _replace_failed_cloud(self) -> None:
         """A dead or hung cloud: start a fresh pipeline for the best cut (on demand, as a
         standby may share the failed cloud host) and move to it; the edge answers locally
@@ -209,7 +214,7 @@ class Controller:
         if reason is None:
             return
         log.warning("%s: replacing it", reason)
-        bandwidth = self.estimator.current or parse_bandwidth(self.settings.initial_bandwidth)
+        bandwidth = self.planning_bandwidth
         cut = self.planner.best(bandwidth, self.rtt_s).cut
         record = await self.switch_to(cut, strategy=StrategyName.SWITCH_ON_DEMAND, reason=reason)
         if record.outcome is Outcome.SWITCHED:
@@ -372,7 +377,7 @@ class Controller:
         """Keep warm the cuts the bandwidth would most likely move to, within the budget."""
         if self.active is None:
             return
-        bandwidth = self.estimator.current or parse_bandwidth(self.settings.initial_bandwidth)
+        bandwidth = self.planning_bandwidth
         wanted = likely_cuts(
             self.planner,
             bandwidth_bps=bandwidth,

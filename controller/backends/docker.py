@@ -147,12 +147,9 @@ class DockerBackend(Backend):
     def _run(self, spec: ServiceSpec) -> Container:
         settings = self.settings
         port = PORTS[spec.kind]
-        environment = {spec.kind.env_prefix + k.upper(): v for k, v in spec.settings.items()}
-        environment |= {
-            spec.kind.env_prefix + "HOST": "0.0.0.0",
-            spec.kind.env_prefix + "PORT": str(port),
-        }
-        labels = {**spec.labels, MANAGED_BY: MANAGER, SPEC: _spec_json(spec)}
+        # In a container the service listens on all interfaces, on the port it exposes.
+        environment = spec.kind.environment(spec.settings, host="0.0.0.0", port=port)
+        labels = {**spec.labels, MANAGED_BY: MANAGER, SPEC: json.dumps(spec_record(spec))}
         if settings.instance:
             labels[INSTANCE] = settings.instance
         on_cloud = spec.kind is ServiceKind.CLOUD_PARTITION
@@ -225,7 +222,7 @@ class DockerBackend(Backend):
         found = []
         for engine in engines:
             for container in engine.containers.list(all=True, filters={"label": self._scope()}):
-                spec = _spec_from_json(container.labels[SPEC])
+                spec = spec_from_record(json.loads(container.labels[SPEC]))
                 if container.status != "running":  # left over from a crash: clean it up
                     container.remove(force=True)
                     continue
@@ -262,14 +259,6 @@ def _import_docker() -> Any:
             "the docker backend needs the Docker SDK: pip install 'neukonfig[docker]'"
         ) from None
     return docker
-
-
-def _spec_json(spec: ServiceSpec) -> str:
-    return json.dumps(spec_record(spec))
-
-
-def _spec_from_json(text: str) -> ServiceSpec:
-    return spec_from_record(json.loads(text))
 
 
 def _fill_from_own_container(

@@ -33,6 +33,7 @@ from controller.backends.base import (
     ServiceSpec,
     ServiceStartError,
     ServiceState,
+    spec_from_record,
     spec_record,
 )
 
@@ -197,13 +198,7 @@ def spec_annotation(spec: ServiceSpec) -> str:
 
 
 def spec_from_annotation(text: str) -> ServiceSpec:
-    record = json.loads(text)
-    return ServiceSpec(
-        ServiceKind(record["kind"]),
-        str(record["name"]),
-        {str(k): str(v) for k, v in record["settings"].items()},
-        {str(k): str(v) for k, v in record["labels"].items()},
-    )
+    return spec_from_record(json.loads(text))
 
 
 def handle_from_deployment(deployment: dict[str, Any]) -> ServiceHandle | None:
@@ -227,8 +222,7 @@ def handle_from_deployment(deployment: dict[str, Any]) -> ServiceHandle | None:
 
 def _env(spec: ServiceSpec, port: int) -> list[dict[str, str]]:
     # In a pod the service must listen on all interfaces, on the port its Service targets.
-    values = {**spec.settings, "host": "0.0.0.0", "port": str(port)}
-    names = {spec.kind.env_prefix + key.upper(): value for key, value in values.items()}
+    names = spec.kind.environment(spec.settings, host="0.0.0.0", port=port)
     return [{"name": name, "value": value} for name, value in sorted(names.items())]
 
 

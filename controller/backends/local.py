@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +51,11 @@ class ServiceKind(str, enum.Enum):
             ServiceKind.CLOUD_PARTITION: "NEUKONFIG_CLOUD_",
             ServiceKind.CONTROLLER: "NEUKONFIG_CONTROLLER_",
         }[self]
+
+    def environment(self, settings: Mapping[str, str], *, host: str, port: int) -> dict[str, str]:
+        """The env vars that configure a service of this kind (its settings' prefix)."""
+        values = {**settings, "host": host, "port": str(port)}
+        return {self.env_prefix + key.upper(): value for key, value in values.items()}
 
     @property
     def ready_path(self) -> str:
@@ -91,8 +97,7 @@ class LocalService:
 
     @property
     def env(self) -> dict[str, str]:
-        values = {**self.settings, "HOST": self.host, "PORT": str(self.port)}
-        return {self.kind.env_prefix + key.upper(): value for key, value in values.items()}
+        return self.kind.environment(self.settings, host=self.host, port=self.port)
 
     def start(self) -> LocalService:
         """Start the process. Here the listening socket is bound first and handed over,
