@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import secrets
 import signal
 import sys
 import tempfile
@@ -26,11 +25,10 @@ from pathlib import Path
 
 import onnx
 
-from controller.assemble import build_controller
+from controller.embedded import embedded_stack
 from controller.settings import StrategyName
-from controller.up import embedded_settings, local_gateway
+from models.prepare import Prepared
 from models.zoo import build_model
-from neukonfig.manifest import read_manifest
 from testbed.faults import (
     HIGH,
     cloud_fault,
@@ -47,37 +45,27 @@ SCENARIOS = ("cloud killed", "cloud hung", "flapping", "collapse")
 STRATEGY = {"flapping": StrategyName.SWITCH_STANDBY}
 
 
-def run_one(name: str, files: tuple[Path, Path, Path], work: Path) -> dict[str, object]:
-    parts = files[0]
-    manifest = read_manifest(parts)
-    token = secrets.token_urlsafe(24)
-    logs = work / name.replace(" ", "-")
-    gateway = local_gateway(parts, manifest, token, logs / "gateway.log")
+def run_one(name: str, prepared: Prepared, work: Path) -> dict[str, object]:
     link = ShapedLink(rate_bps=HIGH).start_in_thread()
     try:
-        gateway.start().wait_ready()
-        settings = embedded_settings(
-            (manifest, *files),
-            gateway=gateway,
-            token=token,
+        with embedded_stack(
+            prepared,
+            state_dir=work / name.replace(" ", "-"),
             strategy=STRATEGY.get(name, StrategyName.SWITCH_ON_DEMAND),
-            state_dir=logs / "state",
-            edge_threads=1,
-            edge_slowdown=1.0,
-            initial_bandwidth="50mbit",
-        ).model_copy(update={"auto": name in ("flapping", "collapse")})
-        controller = build_controller(settings, link=link)
-        client = tiny_probe_client(gateway.url, parts)
-        steps = {
-            "cloud killed": lambda: cloud_fault(controller, gateway.url, signal.SIGKILL),
-            "cloud hung": lambda: cloud_fault(controller, gateway.url, signal.SIGSTOP),
-            "flapping": lambda: flapping(link, low=7e6, high=14e6, period_s=1.5, flips=20),
-            "collapse": lambda: collapse(controller, link, rate_bps=20e3),
-        }[name]()
-        return asyncio.run(serve_while(controller, client, name, steps)).summary()
+            link=link,
+            settings={"auto": name in ("flapping", "collapse")},
+        ) as stack:
+            controller = stack.controller
+            client = tiny_probe_client(stack.gateway.url, prepared)
+            steps = {
+                "cloud killed": lambda: cloud_fault(controller, stack.gateway.url, signal.SIGKILL),
+                "cloud hung": lambda: cloud_fault(controller, stack.gateway.url, signal.SIGSTOP),
+                "flapping": lambda: flapping(link, low=7e6, high=14e6, period_s=1.5, flips=20),
+                "collapse": lambda: collapse(controller, link, rate_bps=20e3),
+            }[name]()
+            return asyncio.run(serve_while(controller, client, name, steps)).summary()
     finally:
         link.stop()
-        gateway.stop()
 
 
 def print_table(rows: list[dict[str, object]]) -> None:
@@ -106,11 +94,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="neukonfig-faults-") as tmp:
         work = Path(tmp)
         onnx.save(build_model("tiny"), str(work / "tiny.onnx"))
-        files = slow_edge_tiny(work / "tiny.onnx", work)
+        prepared = slow_edge_tiny(work / "tiny.onnx", work)
         rows = []
         for name in names:
             print(f"{name} ...", file=sys.stderr, flush=True)
-            rows.append(run_one(name, files, work))
+            rows.append(run_one(name, prepared, work))
     print_table(rows)
     report = {"benchmark": "faults", "machine": machine(), "scenarios": rows}
     print(f"\nwrote {write_json(args.out, report)}")

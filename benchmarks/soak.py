@@ -6,11 +6,11 @@
 The embedded stack (a real gateway, partition processes, the controller in this
 process, no link shaping) serves an open-loop client while the controller switches
 every few seconds, cycling through cuts from the far ends to the middle of the model
-and through the three strategies. Every answer is checked against the full model.
-Reported: requests sent, failed, wrong; latency percentiles overall and by phase (the
-first and the last fifth of the run); each switch's strategy, cuts and measured
-downtime; the gateway's memory (it lives through every switch: growth there would be
-a leak) and the edge side's at the start and the end.
+and through the three strategies. Requests rotate over 8 seeded inputs, each answer
+checked against the original model's. Reported: requests sent, failed, wrong; latency
+percentiles overall and by phase (the first and the last fifth of the run); each
+switch's strategy, cuts and admission unavailability; the gateway's memory (it lives
+through every switch: growth there would be a leak) and the edge side's at the start and the end.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import secrets
 import sys
 import time
 from pathlib import Path
@@ -26,14 +25,13 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
-from controller.assemble import build_controller
 from controller.core import Controller
+from controller.embedded import embedded_stack
+from controller.history import Outcome, format_unavailability
 from controller.settings import StrategyName
-from controller.strategies import Outcome
-from controller.up import PrepareOptions, embedded_settings, local_gateway, prepare
-from models.runtime import Role, load_partition, sample_input
-from testbed.downtime import edge_memory, format_downtime
-from testbed.probe_client import ProbeClient, RequestRecord
+from models.prepare import PrepareOptions, prepare
+from testbed.downtime import edge_memory
+from testbed.probe_client import ProbeClient, RequestRecord, reference_cases
 from testbed.report import machine, write_json
 
 
@@ -61,8 +59,13 @@ def memory_mb(pids: list[int]) -> float:
 async def soak(
     controller: Controller, client: ProbeClient, args: argparse.Namespace, gateway_pid: int
 ) -> tuple[list[RequestRecord], dict[str, dict[str, float]]]:
-    await controller.start()
-    loop = asyncio.create_task(controller.run())
+    async with controller.running():
+        return await _switch_under_traffic(controller, client, args, gateway_pid)
+
+
+async def _switch_under_traffic(
+    controller: Controller, client: ProbeClient, args: argparse.Namespace, gateway_pid: int
+) -> tuple[list[RequestRecord], dict[str, dict[str, float]]]:
     stop = asyncio.Event()
     traffic = asyncio.create_task(client.run(stop))
     duration = args.requests / args.rate
@@ -84,9 +87,6 @@ async def soak(
     finally:
         stop.set()
         records = await traffic
-        loop.cancel()
-        await asyncio.gather(loop, return_exceptions=True)
-        await controller.shutdown()
     return records, memory
 
 
@@ -101,38 +101,24 @@ async def _memory(controller: Controller, gateway_pid: int) -> dict[str, float]:
 def run(args: argparse.Namespace) -> dict[str, object]:
     workdir = Path(args.workdir)
     prepared = prepare(PrepareOptions(args.model, workdir))
-    manifest, parts = prepared[0], prepared[1]
-    batch = sample_input(manifest.model.inputs[0], batch=1, seed=args.seed)
-    expected = next(iter(load_partition(parts, 0, Role.CLOUD).run({"input": batch}).values()))
-    token, internal = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-    logs = workdir / "soak-logs"
-    gateway = local_gateway(parts, manifest, token, logs / "gateway.log", internal_token=internal)
-    try:
-        gateway.start().wait_ready()
-        settings = embedded_settings(
-            prepared,
-            gateway=gateway,
-            token=token,
-            strategy=StrategyName.SWITCH_ON_DEMAND,
-            state_dir=logs / "state",
-            edge_threads=1,
-            edge_slowdown=1.0,
-            initial_bandwidth="100mbit",
-            internal_token=internal,
-        ).model_copy(update={"auto": False, "max_standby": 1})
-        controller = build_controller(settings)
+    spec = prepared.manifest.model.inputs[0]
+    with embedded_stack(
+        prepared,
+        state_dir=workdir / "soak-logs",
+        initial_bandwidth="100mbit",
+        settings={"auto": False, "max_standby": 1},
+    ) as stack:
         client = ProbeClient(
-            url=f"{gateway.url}/v2/models/{manifest.model.name}/infer",
-            input_name=manifest.model.inputs[0].name,
-            batch=batch,
-            expected=expected,
+            url=stack.infer_url,
+            input_name=spec.name,
+            cases=reference_cases(prepared.model_file, spec, seed=args.seed),
             rate_per_s=args.rate,
         )
-        assert gateway.process is not None
-        records, memory = asyncio.run(soak(controller, client, args, gateway.process.pid))
-    finally:
-        gateway.stop()
-    return report(args, records, memory, controller)
+        assert stack.gateway.process is not None
+        records, memory = asyncio.run(
+            soak(stack.controller, client, args, stack.gateway.process.pid)
+        )
+    return report(args, records, memory, stack.controller)
 
 
 def report(
@@ -160,7 +146,7 @@ def report(
         "switches": len(switches),
         "switched": sum(1 for s in controller.history if s.outcome is Outcome.SWITCHED),
         "by_strategy": {
-            name.value: [s["downtime_s"] for s in switches if s["strategy"] == name.value]
+            name.value: [s["unavailable_s"] for s in switches if s["strategy"] == name.value]
             for name in StrategyName
         },
         "memory": memory,
@@ -181,9 +167,9 @@ def print_table(result: dict[str, object]) -> None:
     )
     print(f"\nlatency first fifth {latency['first_fifth']}, last fifth {latency['last_fifth']}")
     print(f"memory start {memory['start']}, end {memory.get('end')}")
-    for strategy, downtimes in result["by_strategy"].items():
-        shown = ", ".join(format_downtime(d) for d in downtimes if d is not None)
-        print(f"{strategy}: {shown}")
+    for strategy, unavailable in result["by_strategy"].items():
+        shown = ", ".join(format_unavailability(u) for u in unavailable if u is not None)
+        print(f"{strategy}: admission unavailable {shown}")
 
 
 def main() -> int:

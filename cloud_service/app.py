@@ -18,7 +18,6 @@ from cloud_service.settings import CloudSettings
 from models.runtime import Role
 from neukonfig import wire
 from neukonfig.metrics import Metrics, Stage
-from neukonfig.partition_host import PartitionHost, decode_inputs, health_router, start_loading
 from neukonfig.protocol import COMPUTE_SECONDS_HEADER, INFER_PATH, PROBE_PATH
 from neukonfig.service import (
     add_metrics_route,
@@ -27,6 +26,7 @@ from neukonfig.service import (
     install_error_handlers,
     read_body,
 )
+from serving.partition_host import PartitionHost, decode_inputs, health_router, start_loading
 
 
 def create_app(settings: CloudSettings) -> FastAPI:

@@ -3,7 +3,6 @@ switch that needs the admin token. The control loop runs in the app's lifespan."
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
@@ -44,13 +43,8 @@ def scrape_targets(controller: Controller) -> list[dict[str, object]]:
 def create_app(controller: Controller) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await controller.start()
-        loop = asyncio.create_task(controller.run(), name="control-loop")
-        yield
-        loop.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await loop
-        await controller.shutdown()
+        async with controller.running():
+            yield
 
     app = FastAPI(title="neukonfig controller", lifespan=lifespan)
     install_error_handlers(app)

@@ -4,6 +4,15 @@ Passive samples are the edge partition's transfer records: bytes of the cut tens
 and the time it took, minus the cloud's compute time. Active samples are probes of
 a known size to the cloud's probe endpoint, sent only when traffic is too thin.
 
+Every transfer also pays a fixed cost that is not the link's rate: the round trip and
+the HTTP handling at both ends, a millisecond or more. A 256-byte tensor is nearly all
+fixed cost, and counting it as link time would read a 50 mbit link as a few mbit. So
+the estimator learns each source's fixed cost (the fastest small transfers of the last
+``overhead_horizon_s``), takes it out of every sample, and uses only *informative*
+samples, those whose time is still ``min_net_s`` or more once it is out. Active probes
+cancel it themselves: a small and a large probe back to back, whose difference is the
+link's time for the extra bytes.
+
 The estimate is the bytes in a sliding window over the time the link was busy
 carrying them: the union of the transfers' intervals, so transfers that overlap (a
 saturated link, requests queueing behind each other) are not counted twice, and tiny
@@ -22,6 +31,8 @@ from dataclasses import dataclass
 # A transfer counts as at least this long: guards against division by ~0 when a
 # tiny tensor fits in the link's burst.
 MIN_SECONDS = 1e-5
+# Transfers up to this size measure the fixed cost (round trip, HTTP), not the rate.
+SMALL_BYTES = 2048
 
 
 class Source(str, enum.Enum):
@@ -33,8 +44,9 @@ class Source(str, enum.Enum):
 class Sample:
     at_s: float  # monotonic time the transfer finished
     bytes: int
-    seconds: float
+    seconds: float  # as measured, fixed cost included unless ``net``
     source: Source = Source.PASSIVE
+    net: bool = False  # the fixed cost is already out (a difference of two probes)
 
 
 @dataclass(frozen=True)
@@ -42,6 +54,7 @@ class Estimate:
     bits_per_second: float | None
     samples_in_window: int
     source: Source | None
+    age_s: float | None = None  # since the newest informative sample; None: never one
 
 
 class BandwidthEstimator:
@@ -55,6 +68,8 @@ class BandwidthEstimator:
         rtt_s: float = 0.0,
         min_samples: int = 3,
         max_age_s: float = 10.0,
+        min_net_s: float = 0.002,
+        overhead_horizon_s: float = 30.0,
     ) -> None:
         if not 0 < smoothing <= 1:
             raise ValueError("smoothing must be in (0, 1]")
@@ -62,7 +77,9 @@ class BandwidthEstimator:
         self.smoothing = smoothing
         self.step_ratio = step_ratio
         self.min_window_bytes = min_window_bytes
-        self.rtt_s = rtt_s  # subtracted from each sample: the link's fixed latency
+        self.rtt_s = rtt_s  # the fixed cost until one is measured
+        self.min_net_s = min_net_s
+        self.overhead_horizon_s = overhead_horizon_s
         # On a slow, saturated link a big tensor may complete less than once per window,
         # and one transfer's time is mostly queueing: keep a few older ones to measure
         # the busy link across completions.
@@ -71,10 +88,32 @@ class BandwidthEstimator:
         self._samples: deque[Sample] = deque()
         self._smoothed: float | None = None
         self._source: Source | None = None
+        self._small: dict[Source, deque[Sample]] = {source: deque() for source in Source}
+        self._newest_informative_s: float | None = None
 
     def add(self, sample: Sample) -> None:
-        if sample.bytes > 0 and sample.seconds >= 0:
-            self._samples.append(sample)
+        if sample.bytes <= 0 or sample.seconds < 0:
+            return
+        if not sample.net and sample.bytes <= SMALL_BYTES:
+            small = self._small[sample.source]
+            small.append(sample)
+            while small and small[0].at_s < sample.at_s - self.overhead_horizon_s:
+                small.popleft()
+            return
+        if self._net_seconds(sample) < self.min_net_s:
+            return  # mostly fixed cost: it would read the link as far slower than it is
+        self._samples.append(sample)
+        self._newest_informative_s = max(self._newest_informative_s or sample.at_s, sample.at_s)
+
+    def overhead_s(self, source: Source) -> float:
+        """The fixed cost of one transfer from ``source``: its fastest recent small one."""
+        small = self._small[source]
+        return min((s.seconds for s in small), default=self.rtt_s)
+
+    def _net_seconds(self, sample: Sample) -> float:
+        if sample.net:
+            return sample.seconds
+        return sample.seconds - self.overhead_s(sample.source)
 
     def cap(self, now_s: float, bits_per_second: float) -> None:
         """The link is at most this fast now (a probe that did not finish in time): lower
@@ -100,7 +139,8 @@ class BandwidthEstimator:
         if window is not None:
             self._smoothed = self._blend(window)
             self._source = self._window_source()
-        return Estimate(self._smoothed, len(self._samples), self._source)
+        age = None if self._newest_informative_s is None else now_s - self._newest_informative_s
+        return Estimate(self._smoothed, len(self._samples), self._source, age)
 
     @property
     def current(self) -> float | None:
@@ -121,7 +161,7 @@ class BandwidthEstimator:
             return None
         if len(samples) == 1:
             only = samples[0]
-            return only.bytes * 8 / max(only.seconds - self.rtt_s, MIN_SECONDS)
+            return only.bytes * 8 / max(self._net_seconds(only), MIN_SECONDS)
         # Measure from the end of the oldest transfer on: the bytes that completed after
         # it, over the time the link was busy after it. On a saturated link a transfer's
         # time includes its wait in the queue, which reaches back to before that point.
@@ -130,9 +170,9 @@ class BandwidthEstimator:
         return sum(s.bytes for s in later) * 8 / max(self._busy_seconds(later, start), MIN_SECONDS)
 
     def _busy_seconds(self, samples: list[Sample], start: float) -> float:
-        """Length of the union of the transfers' [end - (seconds - rtt), end], from ``start``."""
+        """Length of the union of the transfers' [end - net seconds, end], from ``start``."""
         intervals = sorted(
-            (max(s.at_s - max(s.seconds - self.rtt_s, MIN_SECONDS), start), s.at_s) for s in samples
+            (max(s.at_s - max(self._net_seconds(s), MIN_SECONDS), start), s.at_s) for s in samples
         )
         busy, reach = 0.0, float("-inf")
         for begin, end in intervals:

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import AsyncIterator, Coroutine
 
 import httpx
 
@@ -20,6 +21,7 @@ from controller.backends.base import ServiceHandle
 from controller.bandwidth import BandwidthEstimator, Sample, Source
 from controller.gateway_client import GatewayClient, SwitchOutcome
 from controller.health import CloudWatch
+from controller.history import Outcome, SwitchRecord
 from controller.pipelines import (
     PROBE_ROLE,
     ManagedPipeline,
@@ -30,7 +32,7 @@ from controller.pipelines import (
 )
 from controller.settings import ControllerSettings, StrategyName
 from controller.standby import likely_cuts
-from controller.strategies import STRATEGIES, Outcome, SwitchRecord
+from controller.strategies import STRATEGIES
 from models.planner import Planner
 from models.switch_policy import Decision, SwitchPolicy, SwitchRule
 from neukonfig.errors import NeukonfigError
@@ -41,7 +43,9 @@ from neukonfig.units import parse_bandwidth, parse_duration
 
 log = logging.getLogger("neukonfig.controller")
 HISTORY_SIZE = 1000
+STANDBY_REFRESH = "standby-refresh"
 PROBE_TARGET_S = 0.02
+SMALL_PROBE_BYTES = 64
 MAX_PROBE_BYTES = 1 << 20
 PROBE_SLACK = 20
 MIN_PROBE_TIMEOUT_S, MAX_PROBE_TIMEOUT_S = 1.0, 10.0
@@ -81,7 +85,9 @@ class Controller:
         self._last_probe_s = float("-inf")
         self._probing: asyncio.Task[None] | None = None
         self.probe: ServiceHandle | None = None
-        self._retiring: set[asyncio.Task[None]] = set()
+        # Retirements and standby refreshes that run after a switch has finished; awaited
+        # on shutdown.
+        self._background: set[asyncio.Task[None]] = set()
         self.probe_url: str | None = None
         self._http = httpx.AsyncClient(
             timeout=10.0, headers=internal_headers(settings.internal_token)
@@ -141,6 +147,21 @@ class Controller:
         if self.pipelines:
             log.info("adopted %d pipelines; active %s", len(self.pipelines), routing.active)
 
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Controller]:
+        """Start (adopt, or bring up the first pipeline), run the control loop, and shut
+        down on the way out, whatever happened inside."""
+        loop: asyncio.Task[None] | None = None
+        try:
+            await self.start()
+            loop = asyncio.create_task(self.run(), name="control-loop")
+            yield self
+        finally:
+            if loop is not None:
+                loop.cancel()
+                await asyncio.gather(loop, return_exceptions=True)
+            await self.shutdown()
+
     async def run(self) -> None:
         while True:
             try:
@@ -155,7 +176,10 @@ class Controller:
         if self._probing is not None:
             self._probing.cancel()
             await asyncio.gather(self._probing, return_exceptions=True)
-        await asyncio.gather(*self._retiring, return_exceptions=True)
+        for task in self._background:
+            if task.get_name() == STANDBY_REFRESH:  # a standby half-started is stopped
+                task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         if self.settings.stop_services_on_exit:
             for pipeline in list(self.pipelines.values()):
                 with contextlib.suppress(NeukonfigError):
@@ -244,7 +268,9 @@ class Controller:
             self._transfer_seq[pipeline.id] = max(after, record["seq"])
 
     async def _probe(self) -> None:
-        """Send probe bytes across the link to some cloud partition, when traffic is thin."""
+        """Send probe bytes across the link to some cloud partition, when traffic is thin:
+        a small probe, then a large one; the difference of their times is the link's time
+        for the extra bytes, with the round trip and HTTP handling cancelled out."""
         target = self.probe_url or next(
             (
                 p.cloud_url_for_edge
@@ -257,20 +283,25 @@ class Controller:
             return
         size = self._probe_size()
         timeout = self._probe_timeout(size)
-        started = time.perf_counter()
         try:
-            response = await self._http.post(
-                target + PROBE_PATH, content=b"\0" * size, timeout=timeout
-            )
+            small = await self._timed_probe(target, SMALL_PROBE_BYTES, timeout)
+            large = await self._timed_probe(target, size, timeout)
         except httpx.TimeoutException:
             # A collapsed link completes nothing, so no sample would ever say so.
             self.estimator.cap(time.monotonic(), size * 8 / timeout)
             return
         except httpx.HTTPError:
             return
-        if response.status_code == 200:
-            elapsed = time.perf_counter() - started
-            self.estimator.add(Sample(time.monotonic(), size, elapsed, Source.ACTIVE))
+        if small is not None and large is not None and large > small:
+            sample = Sample(
+                time.monotonic(), size - SMALL_PROBE_BYTES, large - small, Source.ACTIVE, net=True
+            )
+            self.estimator.add(sample)
+
+    async def _timed_probe(self, target: str, size: int, timeout: float) -> float | None:
+        started = time.perf_counter()
+        response = await self._http.post(target + PROBE_PATH, content=b"\0" * size, timeout=timeout)
+        return time.perf_counter() - started if response.status_code == 200 else None
 
     def _probe_timeout(self, size: int) -> float:
         """PROBE_SLACK times the probe's expected time at the estimate, within bounds: a
@@ -310,16 +341,39 @@ class Controller:
             except NeukonfigError as error:
                 record.outcome, record.error = Outcome.ABANDONED, error.message
                 log.error("switch to cut %d abandoned: %s", cut, error.message)
+            else:
+                # Counted once the record is final, so /metrics and /v1/history agree.
+                self.metrics.switches.labels(strategy.value).inc()
+                self.metrics.switch_downtime.labels(strategy.value).observe(
+                    record.unavailable_s or 0.0
+                )
+                if strategy is StrategyName.SWITCH_STANDBY:
+                    # The switch is done once the pointer moved; warming the next standby
+                    # is follow-up work (it waits for this lock, so no switch overlaps it).
+                    self._in_background(self._refresh_standby_when_free(), name=STANDBY_REFRESH)
             self.policy.reset()
             return record
+
+    async def _refresh_standby_when_free(self) -> None:
+        async with self._switch_lock:
+            try:
+                await self.refresh_standby()
+            except NeukonfigError as error:
+                log.error("refreshing standby pipelines failed: %s", error.message)
+
+    def _in_background(self, coroutine: Coroutine[object, object, None], *, name: str) -> None:
+        task = asyncio.create_task(coroutine, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def pause(self) -> None:
+        await self.gateway.switch(None, strategy=StrategyName.PAUSE_RESUME.value)
 
     def retire_later(self, pipeline: ManagedPipeline) -> None:
         """Retire (drain, then stop) without holding up the caller; awaited on shutdown.
         It stays in the table (STOPPING) until stopped: its memory still counts."""
         pipeline.state = PipelineState.STOPPING
-        task = asyncio.create_task(self._retire_quietly(pipeline))
-        self._retiring.add(task)
-        task.add_done_callback(self._retiring.discard)
+        self._in_background(self._retire_quietly(pipeline), name=f"retire-{pipeline.id}")
 
     async def _retire_quietly(self, pipeline: ManagedPipeline) -> None:
         try:
@@ -351,7 +405,6 @@ class Controller:
         pipeline.state = PipelineState.ACTIVE
         self.active = pipeline
         self.metrics.current_cut.labels(self.settings.model_name).set(pipeline.cut)
-        self.metrics.switches.labels(strategy).inc()
         return outcome
 
     async def retire(self, pipeline: ManagedPipeline) -> None:

@@ -56,7 +56,7 @@ class Routing:
 class SwitchOutcome:
     previous: str | None
     active: str | None
-    downtime_seconds: float
+    unavailable_seconds: float  # how long the pointer was empty (0.0: never)
 
 
 class GatewayClient:
@@ -81,7 +81,7 @@ class GatewayClient:
         body = await self._call(
             "POST", "/admin/switch", json={"pipeline_id": pipeline_id, "strategy": strategy}
         )
-        return SwitchOutcome(body["previous"], body["active"], body["downtime_seconds"])
+        return SwitchOutcome(body["previous"], body["active"], body["unavailable_seconds"])
 
     async def retire(self, pipeline_id: str, *, drain_timeout_s: float) -> dict[str, Any]:
         return await self._call(

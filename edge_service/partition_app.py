@@ -34,7 +34,6 @@ from neukonfig import wire
 from neukonfig.errors import NotReadyError, UpstreamError, UpstreamTimeoutError
 from neukonfig.manifest import CutKind
 from neukonfig.metrics import Metrics, Stage
-from neukonfig.partition_host import PartitionHost, decode_inputs, health_router, start_loading
 from neukonfig.peer_client import PeerClient
 from neukonfig.protocol import (
     CLOUD_SECONDS_HEADER,
@@ -55,6 +54,7 @@ from neukonfig.service import (
     internal_headers,
     read_body,
 )
+from serving.partition_host import PartitionHost, decode_inputs, health_router, start_loading
 
 _FRAME_HEADERS = {"content-type": wire.CONTENT_TYPE}
 log = logging.getLogger("neukonfig.edge")

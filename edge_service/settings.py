@@ -95,6 +95,13 @@ class GatewaySettings(BaseSettings):
         description="Shared token the partition services require (x-neukonfig-internal-token); "
         "unset: they rely on their network binding",
     )
+    fault_stall_at_flip_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=5,
+        description="Fault injection, for tests only: block the event loop this long at "
+        "every flip, so a test can prove that its client-felt bound catches a stall",
+    )
 
     @model_validator(mode="after")
     def _token_is_set(self) -> GatewaySettings:

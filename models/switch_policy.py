@@ -11,6 +11,9 @@ So a switch needs all of:
    can pull the service over it; only a bandwidth clearly past it can.
 2. **Dwell.** That advantage must have held on every estimate for ``dwell_s`` seconds
    and at least ``min_estimates`` estimates in a row. A brief dip does not move us.
+   Going back to a cut left less than ``flap_window_s`` ago doubles the dwell for each
+   such recent move, so a link that flaps around a boundary faster than the dwell
+   settles on one side instead of dragging the service along.
 3. **Payback**, when the request rate is known: the latency saved over ``horizon_s``
    (``gain * rate * horizon_s``, request-seconds) must exceed ``switch_cost_s``.
 
@@ -21,6 +24,7 @@ passed in), so it replays recorded or synthetic traces deterministically.
 from __future__ import annotations
 
 import enum
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -51,6 +55,7 @@ class SwitchRule:
     dwell_s: float = 2.0
     min_estimates: int = 3
     horizon_s: float = 60.0
+    flap_window_s: float = 20.0
 
     def __post_init__(self) -> None:
         if self.min_gain_s < 0 or not 0 <= self.min_gain_fraction < 1:
@@ -95,6 +100,7 @@ class SwitchPolicy:
         self.planner = planner
         self.rule = rule or SwitchRule()
         self._pending: _Pending | None = None
+        self._moves: deque[tuple[float, int, int]] = deque()  # (time, from, to)
 
     def reset(self) -> None:
         self._pending = None
@@ -131,12 +137,13 @@ class SwitchPolicy:
                 f"cut {best.cut} gains {gain * 1e3:.2f} ms < {needed * 1e3:.2f} ms needed",
             )
         waited_s, estimates = self._hold(current_cut, now_s)
-        if waited_s < self.rule.dwell_s or estimates < self.rule.min_estimates:
+        dwell_s = self._dwell_s(best.cut, now_s)
+        if waited_s < dwell_s or estimates < self.rule.min_estimates:
             return result(
                 Decision.STAY,
                 Reason.DWELLING,
                 f"cut {best.cut} has been better for {waited_s:.2f} s and {estimates} "
-                f"estimates; need {self.rule.dwell_s:.2f} s and {self.rule.min_estimates}",
+                f"estimates; need {dwell_s:.2f} s and {self.rule.min_estimates}",
             )
         if request_rate is not None:
             saving = gain * request_rate * self.rule.horizon_s
@@ -148,11 +155,19 @@ class SwitchPolicy:
                     f"switch costs {switch_cost_s:.3f} s",
                 )
         self._pending = None
+        self._moves.append((now_s, current_cut, best.cut))
         return result(
             Decision.SWITCH,
             Reason.BETTER_CUT,
             f"cut {best.cut} beats cut {current_cut} by {gain * 1e3:.2f} ms",
         )
+
+    def _dwell_s(self, target_cut: int, now_s: float) -> float:
+        """The rule's dwell, doubled for every recent move away from ``target_cut``."""
+        while self._moves and self._moves[0][0] < now_s - self.rule.flap_window_s:
+            self._moves.popleft()
+        returns = sum(1 for _, left, _ in self._moves if left == target_cut)
+        return self.rule.dwell_s * 2**returns
 
     def _hold(self, current_cut: int, now_s: float) -> tuple[float, int]:
         """Extend (or start) the run of estimates in which leaving ``current_cut`` paid."""

@@ -61,7 +61,8 @@ class Metrics:
         )
         self.switch_downtime = Histogram(
             "neukonfig_switch_downtime_seconds",
-            "Edge-measured unavailability per repartition",
+            "Admission unavailability per switch: how long the routing pointer was empty "
+            "(0 when it never was; the gateway's start is not a switch)",
             ["strategy"],
             buckets=(0.0, 1e-6, 1e-5, *LATENCY_BUCKETS),
             registry=r,

@@ -8,7 +8,9 @@ mean here exactly what they mean to ``tc``:
   (``10mbit/s``).
 - ``bps kbps mbps gbps tbps``: **bytes** per second, as in ``tc`` (``1mbps`` = 8 mbit/s,
   not 1 mbit/s); ``kibps ... tibps`` are the binary forms.
-- A plain number is bits per second.
+- A bandwidth written without a unit is refused: ``10`` could mean bits, bytes or
+  megabits, and a wrong guess silently plans for a link a million times slower.
+  Numbers passed from code (``int``/``float``) are bits per second.
 - Durations: ``s sec``, ``ms msec``, ``us usec µs``; a plain number is seconds.
 
 Units are case-insensitive. Bandwidths must be positive and finite; durations must be
@@ -46,7 +48,6 @@ _BYTE_UNITS: dict[str, float] = {
     "tibps": 8 * 2.0**40,
 }
 BANDWIDTH_UNITS: dict[str, float] = {
-    "": 1.0,
     **_BIT_UNITS,
     **{f"{unit}/s": factor for unit, factor in _BIT_UNITS.items()},
     **_BYTE_UNITS,
@@ -67,7 +68,7 @@ DURATION_UNITS: dict[str, float] = {
 
 BANDWIDTH_HELP = (
     "bit, kbit, mbit, gbit, tbit (bits/s, decimal), kibit..tibit (binary), "
-    "or bps, kbps, mbps, gbps, tbps (BYTES/s, as in tc); a plain number is bits/s"
+    "or bps, kbps, mbps, gbps, tbps (BYTES/s, as in tc), e.g. 10mbit"
 )
 DURATION_HELP = "us, ms or s; a plain number is seconds"
 
@@ -126,6 +127,11 @@ def _parse(text: str | float, units: dict[str, float], *, what: str, accepted: s
         number, factor = float(text), 1.0
     else:
         match = _QUANTITY.match(text.strip().lower())
+        if match is not None and not match.group(2) and "" not in units:
+            raise InvalidUnitError(
+                f"{what} {text!r} has no unit; write it with one, e.g. {text.strip()}mbit "
+                f"({accepted})"
+            )
         if match is None or match.group(2) not in units:
             raise InvalidUnitError(f"{what} {text!r} is not understood; use {accepted}")
         number, factor = float(match.group(1)), units[match.group(2)]
@@ -133,3 +139,18 @@ def _parse(text: str | float, units: dict[str, float], *, what: str, accepted: s
     if not math.isfinite(value):
         raise InvalidUnitError(f"{what} {text!r} must be a finite number")
     return value
+
+
+def parse_schedule(text: str | None) -> list[tuple[float, float]]:
+    """``50mbit@0,5mbit@20`` -> [(0.0, 50e6), (20.0, 5e6)]: link rates by time, sorted."""
+    if not text:
+        return []
+    steps = []
+    for item in text.split(","):
+        rate, _, at = item.strip().partition("@")
+        if not at:
+            raise InvalidUnitError(
+                f"schedule entry {item!r} must look like RATE@SECONDS, e.g. 5mbit@20"
+            )
+        steps.append((parse_duration(at), parse_bandwidth(rate)))
+    return sorted(steps)

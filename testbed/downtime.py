@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,18 +22,16 @@ import numpy as np
 import onnxruntime
 import psutil
 
-from controller.assemble import build_controller
 from controller.backends.local import LocalService
 from controller.core import Controller
+from controller.embedded import embedded_stack
+from controller.history import SwitchRecord, format_unavailability
 from controller.settings import StrategyName
-from controller.strategies import SwitchRecord
-from controller.up import UpOptions, embedded_settings, local_gateway, prepare
-from models.runtime import Role, load_partition, sample_input
-from neukonfig.manifest import Manifest
+from models.prepare import Prepared, PrepareOptions, prepare
 from neukonfig.units import format_bandwidth
 from testbed.links import LINK_DESCRIPTIONS, LinkKind, open_link
 from testbed.netns import TcLink
-from testbed.probe_client import ProbeClient, RequestRecord
+from testbed.probe_client import ProbeCase, ProbeClient, RequestRecord, reference_cases
 from testbed.report import machine
 from testbed.shaped_link import ShapedLink
 
@@ -83,31 +80,22 @@ def edge_memory(pids: list[int]) -> tuple[int, int]:
 
 
 def run_downtime(scenario: DowntimeScenario, progress: Callable[[str], None]) -> dict[str, object]:
-    options = UpOptions(
-        model=scenario.model,
-        workdir=scenario.workdir,
-        strategy=scenario.strategies[0],
-        gateway_port=0,
-        controller_port=0,
-        edge_threads=scenario.edge_threads,
-        edge_slowdown=scenario.edge_slowdown,
-        link_rate=None,
-        schedule=scenario.schedule,
-        traffic_rate=scenario.rate_per_s,
-        duration_s=scenario.duration_s,
-        initial_bandwidth=format_bandwidth(scenario.schedule[0][1]),
-        profile_repeats=scenario.profile_repeats,
+    prepared = prepare(
+        PrepareOptions(
+            scenario.model,
+            scenario.workdir,
+            scenario.edge_threads,
+            scenario.edge_slowdown,
+            scenario.profile_repeats,
+        ),
+        progress,
     )
-    manifest, parts, edge_profile, cloud_profile = prepare(options.preparation)
-    batch = sample_input(manifest.model.inputs[0], batch=1, seed=scenario.seed)
-    expected = load_partition(parts, 0, Role.CLOUD).run({manifest.model.inputs[0].name: batch})
-    reference = next(iter(expected.values()))
+    manifest = prepared.manifest
+    cases = reference_cases(prepared.model_file, manifest.model.inputs[0], seed=scenario.seed)
     results = {}
     for strategy in scenario.strategies:
         progress(f"{strategy.value}: running the {scenario.duration_s:g} s schedule ...")
-        run = _run_strategy(
-            scenario, strategy, manifest, (parts, edge_profile, cloud_profile), batch, reference
-        )
+        run = _run_strategy(scenario, strategy, prepared, cases)
         results[strategy.value] = run
         progress(f"{strategy.value}: {summary_line(run)}")
     return {
@@ -129,45 +117,32 @@ def run_downtime(scenario: DowntimeScenario, progress: Callable[[str], None]) ->
 def _run_strategy(
     scenario: DowntimeScenario,
     strategy: StrategyName,
-    manifest: Manifest,
-    files: tuple[Path, Path, Path],
-    batch: np.ndarray,
-    reference: np.ndarray,
+    prepared: Prepared,
+    cases: list[ProbeCase],
 ) -> dict[str, object]:
-    parts = files[0]
-    token = secrets.token_urlsafe(24)
     logs = scenario.workdir / "bench-logs" / strategy.value
-    internal_token = secrets.token_urlsafe(24)
-    gateway = local_gateway(
-        parts, manifest, token, logs / "gateway.log", internal_token=internal_token
-    )
     link, backend = open_link(
         scenario.link, rate_bps=scenario.schedule[0][1], state_dir=logs / "state"
     )
     try:
-        gateway.start().wait_ready()
-        settings = embedded_settings(
-            (manifest, *files),
-            gateway=gateway,
-            token=token,
-            strategy=strategy,
+        with embedded_stack(
+            prepared,
             state_dir=logs / "state",
+            strategy=strategy,
+            link=link,
+            backend=backend,
             edge_threads=scenario.edge_threads,
             edge_slowdown=scenario.edge_slowdown,
             initial_bandwidth=format_bandwidth(scenario.schedule[0][1]),
-            internal_token=internal_token,
-        )
-        controller = build_controller(settings, link=link, backend=backend)
-        client = ProbeClient(
-            url=f"{gateway.url}/v2/models/{manifest.model.name}/infer",
-            input_name=manifest.model.inputs[0].name,
-            batch=batch,
-            expected=reference,
-            rate_per_s=scenario.rate_per_s,
-        )
-        raw = asyncio.run(_drive(scenario, controller, client, link, gateway))
+        ) as stack:
+            client = ProbeClient(
+                url=stack.infer_url,
+                input_name=prepared.manifest.model.inputs[0].name,
+                cases=cases,
+                rate_per_s=scenario.rate_per_s,
+            )
+            raw = asyncio.run(_drive(scenario, stack.controller, client, link, stack.gateway))
     finally:
-        gateway.stop()
         link.close()
     return analyse(raw, scenario)
 
@@ -179,27 +154,26 @@ async def _drive(
     link: ShapedLink | TcLink,
     gateway: LocalService,
 ) -> dict[str, object]:
-    await controller.start()
-    loop = asyncio.create_task(controller.run())
-    stop = asyncio.Event()
-    memory: list[MemorySample] = []
-    started_unix = time.time()
-    client.started = time.perf_counter()
-    traffic = asyncio.create_task(client.run(stop))
-    sampler = asyncio.create_task(_sample_memory(controller, gateway, client, memory))
-    try:
-        for at, rate in scenario.schedule[1:]:
-            await asyncio.sleep(max(0.0, at - (time.perf_counter() - client.started)))
-            link.set_rate(rate)
-        await asyncio.sleep(max(0.0, scenario.duration_s - (time.perf_counter() - client.started)))
-    finally:
-        stop.set()
-        records = await traffic
-        sampler.cancel()
-        loop.cancel()
-        await asyncio.gather(sampler, loop, return_exceptions=True)
-        history = list(controller.history)
-        await controller.shutdown()
+    async with controller.running():
+        stop = asyncio.Event()
+        memory: list[MemorySample] = []
+        started_unix = time.time()
+        client.started = time.perf_counter()
+        traffic = asyncio.create_task(client.run(stop))
+        sampler = asyncio.create_task(_sample_memory(controller, gateway, client, memory))
+        try:
+            for at, rate in scenario.schedule[1:]:
+                await asyncio.sleep(max(0.0, at - (time.perf_counter() - client.started)))
+                link.set_rate(rate)
+            await asyncio.sleep(
+                max(0.0, scenario.duration_s - (time.perf_counter() - client.started))
+            )
+        finally:
+            stop.set()
+            records = await traffic
+            sampler.cancel()
+            await asyncio.gather(sampler, return_exceptions=True)
+            history = list(controller.history)
     return {"records": records, "history": history, "memory": memory, "started_unix": started_unix}
 
 
@@ -239,7 +213,7 @@ def analyse(raw: dict[str, object], scenario: DowntimeScenario) -> dict[str, obj
         "steady": latency_summary(steady),
         "switch_window": latency_summary(in_window),
         "switches": switches,
-        "edge_downtime_s": [s["downtime_s"] for s in switches],
+        "unavailable_s": [s["unavailable_s"] for s in switches],
         "edge_memory": {
             "steady_pss_mb": round(float(np.median(steady_memory)) / 2**20, 1),
             "peak_pss_mb": round(max((m.pss_bytes for m in memory), default=0) / 2**20, 1),
@@ -270,7 +244,7 @@ def _switch_view(
         "detected_after_s": round(trigger - change, 3),
         "ready_after_s": round(ready - change, 3) if ready is not None else None,
         "first_served_after_s": round(served - change, 3) if served is not None else None,
-        "downtime_s": record.downtime_s,
+        "unavailable_s": record.unavailable_s,
         "window_end_s": round(served + WINDOW_AFTER_S, 3) if served is not None else None,
     }
 
@@ -295,27 +269,29 @@ def latency_summary(records: list[RequestRecord]) -> dict[str, float | int]:
 
 
 def summary_line(run: dict[str, object]) -> str:
-    downtime = ", ".join(format_downtime(d) for d in run["edge_downtime_s"] if d is not None)  # type: ignore[union-attr]
+    unavailable = ", ".join(
+        format_unavailability(u)
+        for u in run["unavailable_s"]  # type: ignore[union-attr]
+        if u is not None
+    )
     return (
         f"{run['failed']} failed of {run['requests']}, longest gap {run['longest_gap_s']} s, "
-        f"edge downtime [{downtime}], peak edge PSS {run['edge_memory']['peak_pss_mb']} MB"  # type: ignore[index]
+        f"admission unavailable [{unavailable}], "
+        f"peak edge PSS {run['edge_memory']['peak_pss_mb']} MB"  # type: ignore[index]
     )
-
-
-def format_downtime(seconds: float) -> str:
-    """Microseconds below a millisecond: a pointer flip must not print as 0.000 ms."""
-    return f"{seconds * 1e6:.1f} µs" if seconds < 1e-3 else f"{seconds * 1e3:.1f} ms"
 
 
 def markdown_table(report: dict[str, object]) -> str:
     lines = [
-        "| strategy | failed / requests | edge downtime per switch | longest gap (s) "
+        "| strategy | failed / requests | admission unavailable per switch | longest gap (s) "
         "| steady p50 / p99 (ms) | switch window max (ms) | change → detected / ready / "
         "first served (s) | edge PSS steady / peak (MB) |",
         "|---|---:|---|---:|---|---:|---|---|",
     ]
     for name, run in report["strategies"].items():  # type: ignore[union-attr]
-        downtime = ", ".join(format_downtime(d) for d in run["edge_downtime_s"] if d is not None)
+        downtime = ", ".join(
+            format_unavailability(u) for u in run["unavailable_s"] if u is not None
+        )
         times = "; ".join(
             f"{s['detected_after_s']} / {s['ready_after_s']} / {s['first_served_after_s']}"
             for s in run["switches"]

@@ -19,15 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import numpy as np
 
 from controller.core import Controller
-from controller.strategies import Outcome
+from controller.history import Outcome
 from models.partition import partition_model
+from models.prepare import Prepared
 from models.profiler import profile_partitions
-from models.runtime import Role, load_partition
+from models.runtime import Role
 from neukonfig.profiles import TimingStats, write_profile
-from testbed.probe_client import ProbeClient, RequestRecord
+from testbed.probe_client import ProbeClient, RequestRecord, reference_cases
 from testbed.shaped_link import ShapedLink
 
 # tiny computes in microseconds, so on its own its best cut would never move. This
@@ -46,9 +46,9 @@ def _timing(seconds: float) -> TimingStats:
     return TimingStats(median_s=seconds, p90_s=seconds, min_s=seconds, max_s=seconds, samples=2)
 
 
-def slow_edge_tiny(model: Path, work: Path) -> tuple[Path, Path, Path]:
+def slow_edge_tiny(model: Path, work: Path) -> Prepared:
     """Partition ``model`` (the zoo's tiny) into ``work`` and write the slow-edge
-    profiles; returns (partition dir, edge profile, cloud profile)."""
+    profiles, ready for ``embedded_stack``."""
     parts = work / "parts"
     manifest = partition_model(model, parts, name="tiny")
     last = manifest.num_cuts - 1
@@ -65,18 +65,18 @@ def slow_edge_tiny(model: Path, work: Path) -> tuple[Path, Path, Path]:
     profile = measured.model_copy(update={"cuts": cuts})
     write_profile(work / "edge.json", profile)
     write_profile(work / "cloud.json", profile)
-    return parts, work / "edge.json", work / "cloud.json"
+    return Prepared(model, manifest, parts, work / "edge.json", work / "cloud.json")
 
 
-def tiny_probe_client(gateway_url: str, parts: Path, rate_per_s: float = RATE_PER_S):
-    """Open-loop requests that check every answer against the full model's output."""
-    batch = np.random.default_rng(0).standard_normal((1, 3, 32, 32), dtype=np.float32)
-    expected = load_partition(parts, 0, Role.CLOUD).run({"input": batch})["logits"]
+def tiny_probe_client(
+    gateway_url: str, prepared: Prepared, rate_per_s: float = RATE_PER_S
+) -> ProbeClient:
+    """Open-loop requests over 8 inputs, each answer checked against the original model."""
+    spec = prepared.manifest.model.inputs[0]
     return ProbeClient(
-        url=f"{gateway_url}/v2/models/tiny/infer",
-        input_name="input",
-        batch=batch,
-        expected=expected,
+        url=f"{gateway_url}/v2/models/{prepared.manifest.model.name}/infer",
+        input_name=spec.name,
+        cases=reference_cases(prepared.model_file, spec),
         rate_per_s=rate_per_s,
     )
 
@@ -117,18 +117,14 @@ async def serve_while(
 ) -> FaultRun:
     """Start the controller and the traffic, run ``steps``, stop both; always clean up."""
     run = FaultRun(fault)
-    await controller.start()
-    loop = asyncio.create_task(controller.run())
-    stop = asyncio.Event()
-    traffic = asyncio.create_task(client.run(stop))
-    try:
-        await steps(run, client)
-    finally:
-        stop.set()
-        run.records = await traffic
-        loop.cancel()
-        await asyncio.gather(loop, return_exceptions=True)
-        await controller.shutdown()
+    async with controller.running():
+        stop = asyncio.Event()
+        traffic = asyncio.create_task(client.run(stop))
+        try:
+            await steps(run, client)
+        finally:
+            stop.set()
+            run.records = await traffic
     run.switches = sum(1 for s in controller.history if s.outcome is Outcome.SWITCHED)
     return run
 

@@ -2,8 +2,10 @@
 
 Each request is sent on schedule (a slow answer never delays the next send), so an
 outage shows up as failures, waits and gaps instead of silently lowering the rate.
-Every request is recorded: when it was sent and completed, its status, whether its
-answer matched the expected output, and which cut answered it.
+Requests rotate through several seeded inputs, each checked against its own reference
+answer computed from the original model file, so a cached, stale or crossed answer
+shows as wrong. Every request is recorded: when it was sent and completed, its status,
+whether its answer matched, which cut answered it, and why it failed if it did.
 """
 
 from __future__ import annotations
@@ -11,22 +13,55 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import httpx
 import numpy as np
 
+from models.runtime import sample_input
+from neukonfig.manifest import TensorSpec
 from neukonfig.protocol import CUT_HEADER, FALLBACK_HEADER
 
 # onnxruntime fuses Conv+BN inside a head or tail but not across the cut, so a split
 # model's sums differ from the full model's by a few 1e-6 of the output's scale
 # (3.6e-5 on MobileNetV2 logits of magnitude 12 at cut 15): absolute tolerance scales.
 RTOL, ATOL_OF_SCALE = 1e-4, 1e-5
+DEFAULT_CASES = 8
+WRONG_ANSWER = "wrong answer"
 
 
 def answers_match(actual: np.ndarray, expected: np.ndarray) -> bool:
+    if actual.shape != expected.shape:
+        return False
     scale = float(np.max(np.abs(expected), initial=1.0))
     return bool(np.allclose(actual, expected, rtol=RTOL, atol=ATOL_OF_SCALE * scale))
+
+
+@dataclass(frozen=True)
+class ProbeCase:
+    """One input and the answer the original model gives for it."""
+
+    batch: np.ndarray
+    expected: np.ndarray
+
+
+def reference_cases(
+    model_file: Path, spec: TensorSpec, *, count: int = DEFAULT_CASES, seed: int = 0
+) -> list[ProbeCase]:
+    """``count`` seeded inputs and their answers from the original ONNX file, run whole
+    (not the partitioner's ``full.onnx``), so the partitioner cannot grade itself."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
+    cases = []
+    for number in range(count):
+        batch = sample_input(spec, batch=1, seed=seed + number)
+        expected = session.run(None, {spec.name: batch})[0]
+        cases.append(ProbeCase(batch, expected))
+    return cases
 
 
 @dataclass(frozen=True)
@@ -36,7 +71,13 @@ class RequestRecord:
     status: int  # 0: no HTTP answer at all
     correct: bool
     cut: int | None
-    fallback: bool = False  # answered by the edge's local tail: the cloud had failed
+    # The edge finished it on its own copy of the tail, and why (the fallback mark).
+    local: str | None = None
+    reason: str | None = None  # why it failed: "503 <error>", "ReadTimeout", "wrong answer"
+
+    @property
+    def fallback(self) -> bool:
+        return self.local is not None
 
     @property
     def latency_s(self) -> float:
@@ -72,24 +113,33 @@ def first_output(response: httpx.Response) -> np.ndarray:
     return data.reshape(output["shape"])
 
 
+def _failure_reason(response: httpx.Response) -> str:
+    try:
+        detail = str(response.json()["error"])
+    except (ValueError, KeyError, TypeError):
+        detail = response.text
+    return f"{response.status_code} {detail[:120]}".strip()
+
+
 class ProbeClient:
     def __init__(
         self,
         *,
         url: str,
         input_name: str,
-        batch: np.ndarray,
-        expected: np.ndarray,
+        cases: Sequence[ProbeCase],
         rate_per_s: float,
         timeout_s: float = 60.0,
     ) -> None:
+        if not cases:
+            raise ValueError("a probe client needs at least one case")
         self.url = url
-        self.body, self.headers = binary_infer_body(input_name, batch)
-        self.expected = expected
+        self.cases = [(binary_infer_body(input_name, c.batch), c.expected) for c in cases]
         self.interval = 1 / rate_per_s
         self.timeout_s = timeout_s
         self.records: list[RequestRecord] = []
         self.started = time.perf_counter()
+        self._sent = 0
 
     async def run(self, stop: asyncio.Event) -> list[RequestRecord]:
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
@@ -107,19 +157,30 @@ class ProbeClient:
         return self.records
 
     async def _one(self, client: httpx.AsyncClient) -> None:
+        (body, headers), expected = self.cases[self._sent % len(self.cases)]
+        self._sent += 1
         sent = time.perf_counter() - self.started
-        status, correct, cut, fallback = 0, False, None, False
+        status, correct, cut, local, reason = 0, False, None, None, None
         try:
-            response = await client.post(self.url, content=self.body, headers=self.headers)
+            response = await client.post(self.url, content=body, headers=headers)
             status = response.status_code
             if status == 200:
                 cut = int(response.headers.get(CUT_HEADER, -1))
-                fallback = FALLBACK_HEADER in response.headers
-                correct = answers_match(first_output(response), self.expected)
-        except (httpx.HTTPError, ValueError, KeyError):
-            pass
+                local = response.headers.get(FALLBACK_HEADER)
+                correct = answers_match(first_output(response), expected)
+                reason = None if correct else WRONG_ANSWER
+            else:
+                reason = _failure_reason(response)
+        except (httpx.HTTPError, ValueError, KeyError) as error:
+            reason = type(error).__name__
         done = time.perf_counter() - self.started
-        self.records.append(RequestRecord(sent, done, status, correct, cut, fallback))
+        self.records.append(RequestRecord(sent, done, status, correct, cut, local, reason))
+
+
+def failure_reasons(records: Sequence[RequestRecord]) -> dict[str, int]:
+    """How many requests failed, by reason, most common first."""
+    counts = Counter(r.reason or f"status {r.status}" for r in records if not r.ok)
+    return dict(counts.most_common())
 
 
 def records_as_json(records: list[RequestRecord]) -> list[dict[str, object]]:

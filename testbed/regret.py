@@ -8,7 +8,6 @@ Regret is how much slower the planner's cut was than the fastest cut measured:
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,11 +16,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from controller.embedded import EmbeddedStack, embedded_stack
 from controller.gateway_client import GatewayClient
 from controller.pipelines import PipelineLauncher
-from controller.settings import StrategyName
-from controller.up import UpOptions, local_gateway, prepare
-from models.planner import CutChoice, Planner, load_planner
+from models.planner import CutChoice
+from models.prepare import PrepareOptions, prepare
 from models.runtime import sample_input
 from neukonfig.units import format_bandwidth
 from testbed.links import LINK_DESCRIPTIONS, LinkKind, open_link
@@ -46,61 +45,33 @@ class RegretScenario:
 
 
 def run_regret(scenario: RegretScenario, progress: Callable[[str], None]) -> dict[str, object]:
-    options = UpOptions(
-        model=scenario.model,
-        workdir=scenario.workdir,
-        strategy=StrategyName.SWITCH_ON_DEMAND,
-        gateway_port=0,
-        controller_port=0,
-        edge_threads=scenario.edge_threads,
-        edge_slowdown=scenario.edge_slowdown,
-        link_rate=None,
-        schedule=[],
-        traffic_rate=0,
-        duration_s=None,
-        initial_bandwidth=format_bandwidth(scenario.bandwidths[0]),
-        profile_repeats=5,
+    prepared = prepare(
+        PrepareOptions(
+            scenario.model, scenario.workdir, scenario.edge_threads, scenario.edge_slowdown
+        ),
+        progress,
     )
-    manifest, parts, edge_profile, cloud_profile = prepare(options.preparation)
-    planner = load_planner(parts, edge_profile=edge_profile, cloud_profile=cloud_profile)
-    token = secrets.token_urlsafe(24)
+    spec = prepared.manifest.model.inputs[0]
+    body = binary_infer_body(spec.name, sample_input(spec, batch=1, seed=0))
     state = scenario.workdir / "regret-state"
-    gateway = local_gateway(parts, manifest, token, state / "gateway.log")
     link, backend = open_link(scenario.link, rate_bps=scenario.bandwidths[0], state_dir=state)
-    launcher = PipelineLauncher(
-        backend=backend,
-        link=link,
-        partition_dir=parts,
-        model=manifest.model.name,
-        last_cut=manifest.num_cuts - 1,
-        edge_threads=scenario.edge_threads,
-        cloud_threads=None,
-        start_timeout_s=120,
-        edge_slowdown=scenario.edge_slowdown,
-    )
-    batch = sample_input(manifest.model.inputs[0], batch=1, seed=0)
-    body = binary_infer_body(manifest.model.inputs[0].name, batch)
     try:
-        gateway.start().wait_ready()
-        rows = asyncio.run(
-            _measure_all(
-                scenario,
-                planner,
-                launcher,
-                link,
-                gateway.url,
-                token,
-                manifest.model.name,
-                body,
-                progress,
-            )
-        )
+        with embedded_stack(
+            prepared,
+            state_dir=state,
+            link=link,
+            backend=backend,
+            edge_threads=scenario.edge_threads,
+            edge_slowdown=scenario.edge_slowdown,
+            initial_bandwidth=format_bandwidth(scenario.bandwidths[0]),
+            settings={"auto": False},
+        ) as stack:
+            rows = asyncio.run(_measure_all(scenario, stack, link, body, progress))
     finally:
-        gateway.stop()
         link.close()
     return {
         "benchmark": "planner_regret",
-        "model": manifest.model.name,
+        "model": prepared.manifest.model.name,
         "link": LINK_DESCRIPTIONS[scenario.link],
         "edge_slowdown": scenario.edge_slowdown,
         "edge_threads": scenario.edge_threads,
@@ -122,24 +93,23 @@ class _Bench:
 
 async def _measure_all(
     scenario: RegretScenario,
-    planner: Planner,
-    launcher: PipelineLauncher,
+    stack: EmbeddedStack,
     link: TcLink | ShapedLink,
-    gateway_url: str,
-    token: str,
-    model: str,
     body: tuple[bytes, dict[str, str]],
     progress: Callable[[str], None],
 ) -> list[dict[str, object]]:
-    gateway = GatewayClient(gateway_url, token=token)
+    """Every candidate cut on its own pipeline; the controller is never started, its
+    launcher and gateway client only do what it would."""
+    controller = stack.controller
     rows = []
     try:
         async with httpx.AsyncClient(timeout=120) as client:
-            url = f"{gateway_url}/v2/models/{model}/infer"
-            bench = _Bench(scenario, launcher, gateway, client, url, body)
+            bench = _Bench(
+                scenario, controller.launcher, controller.gateway, client, stack.infer_url, body
+            )
             for bandwidth in scenario.bandwidths:
                 link.set_rate(bandwidth)
-                ranked = planner.ranked(bandwidth)[: scenario.top]
+                ranked = controller.planner.ranked(bandwidth)[: scenario.top]
                 measured = {}
                 for choice in ranked:
                     progress(f"{format_bandwidth(bandwidth)}: cut {choice.cut} ...")
@@ -147,11 +117,11 @@ async def _measure_all(
                 rows.append(_row(bandwidth, ranked, measured))
                 progress(f"{format_bandwidth(bandwidth)}: regret {rows[-1]['regret_pct']}%")
     finally:
-        await gateway.aclose()
+        await controller.shutdown()
     return rows
 
 
-async def _measure_cut(bench: _Bench, cut: int) -> float:
+def _measure_cut(bench: _Bench, cut: int) -> float:
     """Median latency of sequential requests through a pipeline for ``cut`` alone."""
     pipeline = await bench.launcher.start(cut)
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 def neukonfig(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "neukonfig", *map(str, args)],
+        [sys.executable, "-m", "cli", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=300,

@@ -15,8 +15,7 @@ import onnx
 import pytest
 
 from models.partition import partition_model
-
-from graphs import branchy_model
+from tests.graphs import branchy_model
 
 
 @pytest.fixture(scope="session")

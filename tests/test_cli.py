@@ -8,8 +8,8 @@ from pathlib import Path
 import onnx
 import pytest
 
-from cli_run import assert_clean_error, neukonfig
-from graphs import BRANCHY_CUTS, two_input_model
+from tests.cli_run import assert_clean_error, neukonfig
+from tests.graphs import BRANCHY_CUTS, two_input_model
 
 
 def test_zoo_build_cuts_and_partition_end_to_end(tmp_path: Path) -> None:

@@ -11,9 +11,8 @@ import onnx
 import pytest
 
 from models.partition import partition_model
-
-from cli_run import assert_clean_error, neukonfig
-from graphs import branchy_model
+from tests.cli_run import assert_clean_error, neukonfig
+from tests.graphs import branchy_model
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +98,8 @@ def test_sweep_covers_the_range_without_gaps(profiled: dict[str, Path]) -> None:
         (("--bandwidth", "fast"), ("'fast'", "mbit", "BYTES")),
         (("--bandwidth", "10 parsecs"), ("'10 parsecs'",)),
         (("--bandwidth=-5mbit",), ("greater than zero",)),
-        (("--bandwidth", "0"), ("greater than zero",)),
+        (("--bandwidth", "0mbit"), ("greater than zero",)),
+        (("--bandwidth", "10"), ("'10' has no unit", "10mbit")),
         (("--bandwidth", "nan"), ("'nan'",)),
         (("--bandwidth", "10mbit", "--rtt=-3ms"), ("negative",)),
         (("--bandwidth", "10mbit", "--rtt", "soon"), ("'soon'", "ms")),

@@ -36,9 +36,7 @@ from neukonfig.units import (
         ("1gbps", 8e9),
         ("100bps", 800.0),
         ("1kibps", 8192.0),
-        # A plain number is bits per second.
-        ("1000000", 1e6),
-        ("2.5e6", 2.5e6),
+        # A number from code is bits per second.
         (1e6, 1e6),
         (1000, 1000.0),
     ],
@@ -61,7 +59,10 @@ def test_bandwidths(text: str | float, bits_per_second: float) -> None:
         (float("nan"), "finite"),
         (float("inf"), "finite"),
         ("-5mbit", "greater than zero"),
-        ("0", "greater than zero"),
+        ("0mbit", "greater than zero"),
+        # A string with no unit could mean bits, bytes or megabits: refused, not guessed.
+        ("10", "has no unit"),
+        ("2.5e6", "has no unit"),
         ("0kbit", "greater than zero"),
         (-1.0, "greater than zero"),
         (True, "not a number"),

@@ -6,6 +6,7 @@ Only HTTP translation lives here; the routing table does the work.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 from fastapi import APIRouter, Depends, status
@@ -85,6 +86,8 @@ def admin_router(
                 health, [target.edge_url, target.cloud_url], settings.ready_check_timeout_s
             )
         result = table.switch(body.pipeline_id, strategy=body.strategy)
+        if settings.fault_stall_at_flip_s:
+            time.sleep(settings.fault_stall_at_flip_s)  # blocks the loop on purpose
         return {**result.__dict__, "routing": table.describe()}
 
     @router.post("/pipelines/{pipeline_id}/retire")

@@ -93,8 +93,10 @@ class SwitchResult:
     previous: str | None
     active: str | None
     strategy: str
-    # Edge-measured unavailability: how long a new request could not start at once.
-    downtime_seconds: float
+    # Admission unavailability: how long the pointer was empty before this flip, so that
+    # an arriving request could not be admitted at once. Exactly 0.0 when it never was;
+    # the time of the assignment itself is not unavailability (DESIGN.md, downtime).
+    unavailable_seconds: float
 
 
 class RoutingTable:
@@ -106,7 +108,10 @@ class RoutingTable:
         self.pipelines: dict[str, Pipeline] = {}
         self.active: Pipeline | None = None
         self._pointer_set = asyncio.Event()
-        self._unavailable_since: float | None = time.perf_counter()
+        # Set while paused after serving; the gateway's start (no pipeline yet) is not a
+        # pause and not a switch.
+        self._paused_since: float | None = None
+        self._has_served = False
         self.unavailable_seconds_total = 0.0
 
     def add(self, pipeline: Pipeline) -> Pipeline:
@@ -127,40 +132,38 @@ class RoutingTable:
         if target is not None and target.state not in (PipelineState.STANDBY, PipelineState.ACTIVE):
             raise ConflictError(f"pipeline {target.id!r} is {target.state.value}")
         previous = self.active
-        started = time.perf_counter()
         self.active = target
-        flipped = time.perf_counter()
-        downtime = self._account_unavailability(target, started, flipped)
+        unavailable = self._account_unavailability(target, time.perf_counter())
         if previous is not None and previous is not target:
             previous.state = PipelineState.STANDBY
-        if target is not None:
+        if target is None:
+            self._pointer_set.clear()
+        else:
             target.state = PipelineState.ACTIVE
             self._pointer_set.set()
             self.metrics.current_cut.labels(self.model).set(target.cut)
-            self.metrics.switches.labels(strategy).inc()
-            self.metrics.switch_downtime.labels(strategy).observe(downtime)
-        else:
-            self._pointer_set.clear()
+            if self._has_served:  # the first pointer starts serving: it is not a switch
+                self.metrics.switches.labels(strategy).inc()
+                self.metrics.switch_downtime.labels(strategy).observe(unavailable)
+            self._has_served = True
         return SwitchResult(
             previous=previous.id if previous else None,
             active=target.id if target else None,
             strategy=strategy,
-            downtime_seconds=downtime,
+            unavailable_seconds=unavailable,
         )
 
-    def _account_unavailability(
-        self, target: Pipeline | None, started: float, flipped: float
-    ) -> float:
+    def _account_unavailability(self, target: Pipeline | None, now: float) -> float:
         if target is None:
-            if self._unavailable_since is None:
-                self._unavailable_since = started
+            if self._paused_since is None and self._has_served:
+                self._paused_since = now
             return 0.0
-        if self._unavailable_since is None:
-            return flipped - started
-        downtime = flipped - self._unavailable_since
-        self.unavailable_seconds_total += downtime
-        self._unavailable_since = None
-        return downtime
+        if self._paused_since is None:
+            return 0.0
+        unavailable = now - self._paused_since
+        self.unavailable_seconds_total += unavailable
+        self._paused_since = None
+        return unavailable
 
     async def acquire(self, *, wait_timeout: float) -> Pipeline:
         """Bind a new request to the active pipeline, waiting (bounded) while paused."""

@@ -9,14 +9,15 @@ from pathlib import Path
 import pytest
 
 from controller.backends.local import LocalService, ServiceKind
+from models.prepare import Prepared
 from testbed.faults import HIGH
 from testbed.faults import slow_edge_tiny as slow_edge_tiny_model
 from testbed.shaped_link import ShapedLink
 
 
 @pytest.fixture(scope="session")
-def slow_edge_tiny(zoo_file, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    """(partition dir, edge profile, cloud profile) with the slow-edge head timings."""
+def slow_edge_tiny(zoo_file, tmp_path_factory: pytest.TempPathFactory) -> Prepared:
+    """The tiny model, partitioned, with the slow-edge head timings as its profiles."""
     return slow_edge_tiny_model(zoo_file("tiny"), tmp_path_factory.mktemp("slow-edge-tiny"))
 
 
@@ -26,11 +27,14 @@ def token() -> str:
 
 
 @pytest.fixture
-def gateway(slow_edge_tiny, token: str, tmp_path: Path) -> Iterator[LocalService]:
-    parts, _, _ = slow_edge_tiny
+def gateway(slow_edge_tiny: Prepared, token: str, tmp_path: Path) -> Iterator[LocalService]:
     service = LocalService(
         ServiceKind.GATEWAY,
-        {"partition_dir": str(parts), "model_name": "tiny", "admin_token": token},
+        {
+            "partition_dir": str(slow_edge_tiny.partitions),
+            "model_name": "tiny",
+            "admin_token": token,
+        },
         tmp_path / "gateway.log",
     ).start()
     try:

@@ -125,3 +125,33 @@ def test_a_cap_lowers_the_estimate_at_once_and_old_samples_do_not_undo_it() -> N
     assert estimator.current == 1e6
     estimator.add(Sample(3.0, 2_500, 1.0, Source.ACTIVE))  # what the link really does now
     assert estimator.update(3.1).bits_per_second == pytest.approx(20e3, rel=0.01)
+
+
+def test_small_transfers_teach_the_fixed_cost_and_do_not_drag_the_estimate() -> None:
+    """At a cut that sends 256 bytes, every transfer is nearly all round trip. Mixed with
+    a probe on a 50 mbit link they used to read it as ~10 mbit; now they only teach the
+    fixed cost, which is taken out of the larger transfers."""
+    estimator = BandwidthEstimator(min_window_bytes=16_384)
+    overhead = 0.002
+    for i in range(10):
+        estimator.add(Sample(0.1 * i, 256, overhead + 256 * 8 / 50e6))
+    assert estimator.overhead_s(Source.PASSIVE) == pytest.approx(overhead, rel=0.05)
+    size = 64_000
+    estimator.add(Sample(1.0, size, overhead + size * 8 / 50e6))
+    assert estimator.update(1.0).bits_per_second == pytest.approx(50e6, rel=0.01)
+
+
+def test_a_transfer_that_is_mostly_fixed_cost_is_not_evidence() -> None:
+    estimator = BandwidthEstimator(rtt_s=0.005, min_net_s=0.002)
+    estimator.add(Sample(1.0, 8_000, 0.006))  # 1 ms of link time under 5 ms of fixed cost
+    estimate = estimator.update(1.0)
+    assert estimate.bits_per_second is None
+    assert estimate.age_s is None
+
+
+def test_a_probe_difference_is_the_links_time_alone() -> None:
+    estimator = BandwidthEstimator()
+    estimator.add(Sample(1.0, 100_000, 100_000 * 8 / 20e6, Source.ACTIVE, net=True))
+    estimate = estimator.update(1.5)
+    assert estimate.bits_per_second == pytest.approx(20e6)
+    assert estimate.age_s == pytest.approx(0.5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -13,13 +14,13 @@ import time
 import httpx
 import psutil
 import pytest
-from test_controller import controller_process_settings, request_body, settings_for
 
 from controller.assemble import build_controller
 from controller.backends.local import LocalService, ServiceKind
 from controller.backends.process import ProcessBackend
+from controller.history import Outcome
 from controller.settings import StrategyName
-from controller.strategies import Outcome
+from tests.controller.helpers import controller_process_settings, request_body, settings_for
 
 
 def served(gateway_url: str) -> int:
@@ -36,14 +37,13 @@ def routing(gateway_url: str, token: str) -> dict:
 
 
 def test_a_replacement_that_never_gets_ready_is_abandoned(slow_edge_tiny, gateway, token, tmp_path):
-    parts, _, _ = slow_edge_tiny
     broken = tmp_path / "parts"
     broken.mkdir()
-    for item in parts.iterdir():
+    for item in slow_edge_tiny.partitions.iterdir():
         (broken / item.name).symlink_to(item)
     (broken / "cut011.tail.onnx").unlink()  # the cloud side of cut 11 cannot load
     settings = settings_for(
-        (broken, slow_edge_tiny[1], slow_edge_tiny[2]),
+        dataclasses.replace(slow_edge_tiny, partitions=broken),
         gateway,
         token,
         tmp_path / "state",

@@ -13,12 +13,12 @@ import asyncio
 import signal
 
 import pytest
-from test_controller import settings_for
 
 from controller.assemble import build_controller
+from controller.history import Outcome
 from controller.settings import StrategyName
-from controller.strategies import Outcome
 from testbed.faults import cloud_fault, collapse, flapping, serve_while, tiny_probe_client
+from tests.controller.helpers import settings_for
 
 GATEWAY_TIMEOUT_S = 30.0  # GatewaySettings.request_timeout_s, the bound on any request
 
@@ -26,7 +26,7 @@ GATEWAY_TIMEOUT_S = 30.0  # GatewaySettings.request_timeout_s, the bound on any 
 def _controller(slow_edge_tiny, gateway, token, link, tmp_path, **settings):
     values = settings_for(slow_edge_tiny, gateway, token, tmp_path / "state")
     controller = build_controller(values.model_copy(update=settings), link=link)
-    client = tiny_probe_client(gateway.url, controller.settings.partition_dir)
+    client = tiny_probe_client(gateway.url, slow_edge_tiny)
     return controller, client
 
 

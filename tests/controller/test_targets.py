@@ -10,10 +10,10 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from test_controller import controller_process_settings
 
 from controller.backends.local import LocalService, ServiceKind
 from controller.backends.process import ProcessBackend
+from tests.controller.helpers import controller_process_settings
 
 
 @pytest.fixture

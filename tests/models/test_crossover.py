@@ -7,8 +7,7 @@ import pytest
 
 from models.crossover import BandwidthRange, crossover_table
 from models.planner import Planner
-
-from profile_cases import (
+from tests.profile_cases import (
     LOWER_CROSSOVER_BPS,
     THREE_CUTS,
     UPPER_CROSSOVER_BPS,

@@ -10,9 +10,8 @@ from models.graph import GraphIndex
 from models.onnx_io import load_model
 from neukonfig.errors import CutNotFoundError, InvalidCutError, UnsupportedModelError
 from neukonfig.manifest import CutKind
-
-from graphs import BRANCHY_CUTS, branchy_model, random_dag_model, two_input_model
-from oracle import brute_force_cuts
+from tests.graphs import BRANCHY_CUTS, branchy_model, random_dag_model, two_input_model
+from tests.oracle import brute_force_cuts
 
 
 def cuts_of(model: onnx.ModelProto):

@@ -13,8 +13,7 @@ from models.graph import GraphIndex
 from models.onnx_io import load_model
 from models.partition import partition_model
 from models.verify import verify_partitions
-
-from oracle import brute_force_cuts
+from tests.oracle import brute_force_cuts
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 EXPECTED = json.loads((FIXTURES / "expected_cuts.json").read_text())

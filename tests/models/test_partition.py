@@ -14,8 +14,7 @@ from models.runtime import sample_input
 from models.verify import verify_partitions
 from neukonfig.errors import OutputDirConflictError, VerificationError
 from neukonfig.manifest import CutKind, read_manifest
-
-from graphs import BRANCHY_CUTS
+from tests.graphs import BRANCHY_CUTS
 
 
 def run(path: Path, feed: dict[str, np.ndarray]) -> list[np.ndarray]:

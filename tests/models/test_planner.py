@@ -10,8 +10,7 @@ import pytest
 from models.planner import Planner
 from neukonfig.errors import ProfileMismatchError
 from neukonfig.units import parse_bandwidth, parse_duration
-
-from profile_cases import (
+from tests.profile_cases import (
     P90_FACTOR,
     THREE_CUTS,
     Cost,

@@ -7,6 +7,8 @@ cut 1 (split) from 10 to 40 mbit, cut 2 (all-edge) below 10 mbit. Estimates arri
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from models.planner import Planner
@@ -18,8 +20,7 @@ from models.switch_policy import (
     replay,
 )
 from models.traces import naive_switches, noise_around, ramp, square_wave, wander
-
-from profile_cases import THREE_CUTS, UPPER_CROSSOVER_BPS, planner_for
+from tests.profile_cases import THREE_CUTS, UPPER_CROSSOVER_BPS, planner_for
 
 RATE_HZ = 10.0
 
@@ -157,3 +158,26 @@ def test_a_clock_going_backwards_restarts_the_dwell(planner: Planner) -> None:
 def test_bad_rules_are_refused(options: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="must be"):
         SwitchRule(**options)  # type: ignore[arg-type]
+
+
+def test_a_link_flapping_faster_than_the_dwell_stops_dragging_the_service(
+    planner: Planner,
+) -> None:
+    """50/5 mbit every 3 s with a 2 s dwell: the naive rule moves on every flip; going back
+    to a cut left less than 20 s ago needs twice the dwell, which a 3 s flap never gives,
+    so the service moves about once per flap window."""
+    rule = SwitchRule(dwell_s=2.0, flap_window_s=20.0)
+    trace = square_wave(high=50e6, low=5e6, half_period_s=3.0, periods=10, rate_hz=RATE_HZ)
+    events = replay(SwitchPolicy(planner, rule=rule), trace, start_cut=0)
+    assert naive_switches(planner, trace, start=0) >= 19
+    assert len(events) <= 1 + 60 / rule.flap_window_s, events
+    gaps = [b.time_s - a.time_s for a, b in itertools.pairwise(events)]
+    assert all(gap > rule.flap_window_s for gap in gaps), events
+
+
+def test_a_return_after_the_flap_window_needs_only_the_plain_dwell(planner: Planner) -> None:
+    rule = SwitchRule(dwell_s=2.0, flap_window_s=20.0)
+    trace = square_wave(high=50e6, low=5e6, half_period_s=30.0, periods=2, rate_hz=RATE_HZ)
+    events = replay(SwitchPolicy(planner, rule=rule), trace, start_cut=0)
+    assert [(e.from_cut, e.to_cut) for e in events][:2] == [(0, 2), (2, 0)]
+    assert events[1].time_s - 60.0 < rule.dwell_s + 1.5 / RATE_HZ

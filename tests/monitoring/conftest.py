@@ -77,7 +77,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("monitoring") / "up"
     gateway_port, controller_port = free_port(), free_port()
     command = [
-        sys.executable, "-m", "neukonfig", "up", "--model", "tiny", "--workdir", str(workdir),
+        sys.executable, "-m", "cli", "up", "--model", "tiny", "--workdir", str(workdir),
         "--gateway-port", str(gateway_port), "--controller-port", str(controller_port),
         "--profile-repeats", "1", "--edge-slowdown", "30", "--initial-bandwidth", "1gbit",
         "--traffic", "10",

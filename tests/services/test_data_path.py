@@ -10,9 +10,8 @@ import pytest
 
 from models.partition import partition_model
 from neukonfig.manifest import read_manifest
-
-from oip_client import binary_request, json_request, outputs_of
-from stack import Stack, expected_logits, start_stack
+from tests.services.oip_client import binary_request, json_request, outputs_of
+from tests.services.stack import Stack, expected_logits, start_stack
 
 
 @pytest.fixture(scope="module")

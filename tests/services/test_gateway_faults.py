@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 
 from neukonfig import wire
-
-from oip_client import binary_request, json_request, outputs_of
-from stack import Stack, expected_logits, start_stack
+from tests.services.oip_client import binary_request, json_request, outputs_of
+from tests.services.stack import Stack, expected_logits, start_stack
 
 MAX_BODY = 200_000
 BODY_TIMEOUT_S = 1.0

@@ -12,9 +12,8 @@ import pytest
 
 from neukonfig import wire
 from neukonfig.protocol import INTERNAL_TOKEN_HEADER, TRANSFERS_PATH
-
-from oip_client import binary_request, outputs_of
-from stack import Stack, expected_logits, start_stack
+from tests.services.oip_client import binary_request, outputs_of
+from tests.services.stack import Stack, expected_logits, start_stack
 
 INTERNAL = secrets.token_urlsafe(24)
 BATCH = np.random.default_rng(9).standard_normal((1, 3, 32, 32), dtype=np.float32)

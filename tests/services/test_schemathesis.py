@@ -21,8 +21,8 @@ import numpy as np
 import psutil
 import pytest
 
-from oip_client import binary_request, outputs_of
-from stack import Stack, expected_logits, start_stack
+from tests.services.oip_client import binary_request, outputs_of
+from tests.services.stack import Stack, expected_logits, start_stack
 
 SCHEMATHESIS = shutil.which("st", path=str(Path(sys.executable).parent))
 

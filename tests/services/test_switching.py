@@ -9,8 +9,8 @@ import httpx
 import numpy as np
 import pytest
 
-from oip_client import binary_request, outputs_of
-from stack import Stack, expected_logits, start_stack
+from tests.services.oip_client import binary_request, outputs_of
+from tests.services.stack import Stack, expected_logits, start_stack
 
 CLIENTS = 16
 FLIPS = 300
@@ -57,7 +57,7 @@ async def flip(client, stack: Stack, times: int) -> int:
             headers=headers,
         )
         assert response.status_code == 200, response.text
-        assert response.json()["downtime_seconds"] < 1e-3
+        assert response.json()["unavailable_seconds"] == 0.0  # never pointed at nothing
         done += 1
     return done
 
@@ -148,4 +148,4 @@ def test_pause_makes_requests_wait_and_resume_releases_them(stack: Stack, cases)
     resumed, answer = asyncio.run(scenario())
     assert answer.status_code == 200
     np.testing.assert_allclose(outputs_of(answer)["logits"], cases[0][1], rtol=1e-4, atol=1e-5)
-    assert resumed.json()["downtime_seconds"] >= 0.3
+    assert resumed.json()["unavailable_seconds"] >= 0.3

@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 
 from neukonfig.protocol import FALLBACK_HEADER
-
-from oip_client import binary_request, outputs_of
-from stack import Stack, expected_logits, start_stack
+from tests.services.oip_client import binary_request, outputs_of
+from tests.services.stack import Stack, expected_logits, start_stack
 
 REQUEST_TIMEOUT_S = 1.0
 BATCH = np.random.default_rng(3).standard_normal((1, 3, 32, 32), dtype=np.float32)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controller.strategies import Outcome, SwitchRecord
+from controller.history import Outcome, SwitchRecord
 from testbed.downtime import _switch_view, latency_summary, longest_gap
 from testbed.probe_client import RequestRecord
 
@@ -34,7 +34,7 @@ def test_switch_times_are_measured_from_the_bandwidth_change() -> None:
         outcome=Outcome.SWITCHED,
         ready_after_s=0.5,
         switched_after_s=0.6,
-        downtime_s=2e-7,
+        unavailable_s=0.0,
     )
     trace = [record(21.0, 21.4, cut=0), record(22.0, 22.3, cut=11)]
     view = _switch_view(switch, 1000.0, [20.0, 40.0], trace)

@@ -6,12 +6,12 @@ import argparse
 import time
 from pathlib import Path
 
-from neukonfig.cli_common import positive_int, progress
+from cli.common import positive_int, progress
 from neukonfig.errors import NeukonfigError
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from controller.up import PrepareOptions, link_stable_names, prepare
+    from models.prepare import PrepareOptions, link_stable_names, prepare
 
     options = PrepareOptions(
         model=args.model,
@@ -20,8 +20,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         edge_slowdown=args.edge_slowdown,
         profile_repeats=args.profile_repeats,
     )
-    _, parts, edge_profile, cloud_profile = prepare(options)
-    for name, target in link_stable_names(options.workdir, parts, edge_profile, cloud_profile):
+    prepared = prepare(options, progress=progress)
+    for name, target in link_stable_names(options.workdir, prepared):
         print(f"{name} -> {target}")
     return 0
 
@@ -51,7 +51,7 @@ def add_stack_commands(commands: argparse._SubParsersAction) -> None:
 def cmd_bench_downtime(args: argparse.Namespace) -> int:
 
     from controller.settings import StrategyName
-    from controller.up import parse_schedule
+    from neukonfig.units import parse_schedule
     from testbed.downtime import DowntimeScenario, markdown_table, run_downtime
     from testbed.links import resolve_link_kind
     from testbed.report import write_json
@@ -159,8 +159,9 @@ def cmd_bench_planner(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from cli.up import UpOptions, run_up
     from controller.settings import StrategyName
-    from controller.up import UpOptions, parse_schedule, run_up
+    from neukonfig.units import parse_schedule
 
     options = UpOptions(
         model=args.model,

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from neukonfig.cli_common import positive_int, progress
-from neukonfig.cli_stack import add_stack_commands
+from cli.common import positive_int, progress
+from cli.stack import add_stack_commands
 from neukonfig.errors import NeukonfigError
 
 if TYPE_CHECKING:

@@ -1,0 +1,1 @@
+"""Speed, memory and fault measurements: each script writes JSON and prints a table."""

@@ -1,0 +1,1 @@
+"""The ``neukonfig`` command: the top layer, which may import every other package."""

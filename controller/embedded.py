@@ -1,0 +1,114 @@
+"""The embedded stack: a gateway process and a controller in this process, on one machine.
+
+``embedded_stack`` is the one place that wires them together. ``neukonfig up``, the
+downtime and planner benchmarks, the fault and soak benchmarks and the tests all call
+it, with parameters for what differs between them: the link between edge and cloud, the
+backend that places the partitions, the strategy, and any other controller setting.
+
+    with embedded_stack(prepared, state_dir=work / "state", link=link) as stack:
+        async with stack.controller.running():
+            ...  # send requests to stack.infer_url
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from controller.assemble import build_controller
+from controller.backends.base import Backend
+from controller.backends.local import LocalService, ServiceKind
+from controller.core import Controller
+from controller.pipelines import Link
+from controller.settings import ControllerSettings, StrategyName
+from models.prepare import Prepared
+
+
+@dataclass(frozen=True)
+class EmbeddedStack:
+    gateway: LocalService
+    controller: Controller
+    admin_token: str
+    internal_token: str | None
+    model_name: str
+
+    @property
+    def infer_url(self) -> str:
+        return f"{self.gateway.url}/v2/models/{self.model_name}/infer"
+
+
+def local_gateway(
+    prepared: Prepared,
+    *,
+    admin_token: str,
+    log: Path,
+    port: int = 0,
+    internal_token: str | None = None,
+) -> LocalService:
+    """The gateway process for a prepared model (not started)."""
+    settings = {
+        "partition_dir": str(prepared.partitions),
+        "model_name": prepared.manifest.model.name,
+        "admin_token": admin_token,
+    }
+    if internal_token:
+        settings["internal_token"] = internal_token
+    return LocalService(ServiceKind.GATEWAY, settings, log, port=port)
+
+
+@contextlib.contextmanager
+def embedded_stack(
+    prepared: Prepared,
+    *,
+    state_dir: Path,
+    strategy: StrategyName = StrategyName.SWITCH_ON_DEMAND,
+    link: Link | None = None,
+    backend: Backend | None = None,
+    gateway_port: int = 0,
+    controller_port: int = 0,
+    initial_bandwidth: str = "50mbit",
+    edge_threads: int = 1,
+    edge_slowdown: float = 1.0,
+    internal_token: bool = True,
+    settings: Mapping[str, object] | None = None,
+) -> Iterator[EmbeddedStack]:
+    """Start the gateway, build the controller (not started: see ``Controller.running``),
+    and stop the gateway on the way out. The controller stops every partition it started
+    when it shuts down. ``settings`` overrides any other ``ControllerSettings`` field."""
+    admin_token = secrets.token_urlsafe(24)
+    internal = secrets.token_urlsafe(24) if internal_token else None
+    gateway = local_gateway(
+        prepared,
+        admin_token=admin_token,
+        log=state_dir / "gateway.log",
+        port=gateway_port,
+        internal_token=internal,
+    )
+    try:
+        gateway.start().wait_ready()
+        values: dict[str, object] = {
+            "partition_dir": prepared.partitions,
+            "model_name": prepared.manifest.model.name,
+            "gateway_url": gateway.url,
+            "admin_token": admin_token,
+            "edge_profile": prepared.edge_profile,
+            "cloud_profile": prepared.cloud_profile,
+            "strategy": strategy,
+            "state_dir": state_dir,
+            "port": controller_port,
+            "edge_threads": edge_threads,
+            "edge_slowdown": edge_slowdown,
+            "initial_bandwidth": initial_bandwidth,
+            "stop_services_on_exit": True,
+            "internal_token": internal,
+            **(settings or {}),
+        }
+        controller = build_controller(ControllerSettings(**values), link=link, backend=backend)
+        yield EmbeddedStack(
+            gateway, controller, admin_token, internal, prepared.manifest.model.name
+        )
+    finally:
+        gateway.stop()

@@ -1,5 +1,0 @@
-import sys
-
-from neukonfig.cli import main
-
-sys.exit(main())

@@ -1,0 +1,231 @@
+"""An edge device made of resource limits: a CPU share and a memory limit, in a cgroup.
+
+Every edge process (the gateway, every edge partition: their model loads, warm-ups and
+serialisation included) starts inside the device's cgroup, so the edge cannot borrow
+this machine's spare cores or memory. The device is ``cores`` cores, each ``speed``
+times as fast as one core of this machine:
+
+- the device cgroup may use ``cores * speed`` of this machine's cores in all, and
+  holds the memory limit;
+- each process gets a child cgroup limited to ``threads * speed`` cores, so that one
+  single-threaded head runs at the speed of one device core, not of the device's
+  cores pooled together (``threads``: its onnxruntime threads, 1 for the gateway).
+
+The CPU period is 10 ms, so throttling slices requests finely instead of adding
+100 ms steps. cgroup v1 (per-controller mounts, as on this machine) and v2 (the unified
+hierarchy of a Pi or a modern server) are both supported; making cgroups needs root.
+Where there is none, the sleep-based slowdown (``NEUKONFIG_EDGE_SLOWDOWN``) remains,
+and every report says that it was used instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from neukonfig.errors import NeukonfigError
+
+log = logging.getLogger("neukonfig.edge_device")
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PERIOD_US = 10_000
+
+
+class EdgeDeviceError(NeukonfigError):
+    """The edge device cannot be made here (no root, no cgroup controllers)."""
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """What is emulated: ``cores`` cores at ``speed`` x a core of this machine, and
+    ``memory_bytes`` of memory for the whole edge stack."""
+
+    name: str
+    cores: int
+    speed: float
+    memory_bytes: int
+    source: str = "given on the command line"
+
+    def __post_init__(self) -> None:
+        if self.cores < 1 or not 0 < self.speed <= 1 or self.memory_bytes < 64 * 2**20:
+            raise EdgeDeviceError(
+                f"edge device {self.name!r}: need cores >= 1, 0 < speed <= 1 and at least "
+                f"64 MiB of memory (got {self.cores}, {self.speed:g}, {self.memory_bytes} B)"
+            )
+
+    @property
+    def cpus(self) -> float:
+        """This machine's cores that the whole device may use."""
+        return self.cores * self.speed
+
+    def describe(self) -> str:
+        return (
+            f"{self.name}: {self.cores} cores at {self.speed:.3g}x this machine's core "
+            f"({self.cpus:.3g} CPUs in all), {self.memory_bytes / 2**20:.0f} MiB "
+            f"(cgroup CPU quota and memory limit; {self.source})"
+        )
+
+
+def cgroup_version() -> int | None:
+    """1 for per-controller mounts (cpu and memory), 2 for the unified hierarchy with
+    both controllers, None when neither is usable."""
+    if (CGROUP_ROOT / "cpu" / "cpu.cfs_quota_us").exists() and (
+        CGROUP_ROOT / "memory" / "memory.limit_in_bytes"
+    ).exists():
+        return 1
+    controllers = CGROUP_ROOT / "cgroup.controllers"
+    if controllers.exists() and {"cpu", "memory"} <= set(controllers.read_text().split()):
+        return 2
+    return None
+
+
+def cgroups_available() -> bool:
+    return os.geteuid() == 0 and cgroup_version() is not None
+
+
+class EdgeDevice:
+    """One emulated device: a cgroup made on ``open`` and removed on ``close``."""
+
+    def __init__(self, spec: DeviceSpec) -> None:
+        self.spec = spec
+        self.version = cgroup_version()
+        self.name = f"neukonfig-edge-{os.getpid()}-{secrets.token_hex(3)}"
+        self._opened = False
+
+    # -- paths ----------------------------------------------------------------------
+
+    @property
+    def cpu_dir(self) -> Path:
+        return CGROUP_ROOT / ("cpu" if self.version == 1 else "") / self.name
+
+    @property
+    def memory_dir(self) -> Path:
+        return CGROUP_ROOT / ("memory" if self.version == 1 else "") / self.name
+
+    @property
+    def cpuacct_dir(self) -> Path:
+        """v1 only: CPU time is accounted in its own hierarchy."""
+        return CGROUP_ROOT / "cpuacct" / self.name
+
+    # -- life cycle -----------------------------------------------------------------
+
+    def open(self) -> EdgeDevice:
+        if os.geteuid() != 0 or self.version is None:
+            raise EdgeDeviceError(
+                "an emulated edge device needs root and cgroup cpu and memory controllers; "
+                "without them use the sleep-based --edge-slowdown"
+            )
+        try:
+            self._make()
+        except OSError as error:
+            self.close()
+            raise EdgeDeviceError(f"cannot make the edge device's cgroup: {error}") from error
+        self._opened = True
+        log.info("edge device %s at %s", self.spec.describe(), self.cpu_dir)
+        return self
+
+    def _make(self) -> None:
+        quota = max(1000, round(self.spec.cpus * PERIOD_US))
+        if self.version == 1:
+            self.cpu_dir.mkdir()
+            (self.cpu_dir / "cpu.cfs_period_us").write_text(str(PERIOD_US))
+            (self.cpu_dir / "cpu.cfs_quota_us").write_text(str(quota))
+            self.cpuacct_dir.mkdir()
+            self.memory_dir.mkdir()
+            (self.memory_dir / "memory.limit_in_bytes").write_text(str(self.spec.memory_bytes))
+            with contextlib.suppress(OSError):  # no swap accounting on some kernels
+                (self.memory_dir / "memory.memsw.limit_in_bytes").write_text(
+                    str(self.spec.memory_bytes)
+                )
+        else:
+            (CGROUP_ROOT / "cgroup.subtree_control").write_text("+cpu +memory")
+            self.cpu_dir.mkdir()
+            (self.cpu_dir / "cpu.max").write_text(f"{quota} {PERIOD_US}")
+            (self.cpu_dir / "memory.max").write_text(str(self.spec.memory_bytes))
+            with contextlib.suppress(OSError):
+                (self.cpu_dir / "memory.swap.max").write_text("0")
+            (self.cpu_dir / "cgroup.subtree_control").write_text("+cpu +memory")
+
+    def close(self) -> None:
+        """Remove the cgroups. The processes in them must have exited: a cgroup that
+        still holds one cannot be removed, and is named in the log."""
+        for directory in sorted(self.cpu_dir.glob("proc-*")) if self.cpu_dir.exists() else []:
+            self._remove(directory)
+        self._remove(self.cpu_dir)
+        if self.version == 1:
+            self._remove(self.memory_dir)
+            self._remove(self.cpuacct_dir)
+        self._opened = False
+
+    @staticmethod
+    def _remove(directory: Path) -> None:
+        if not directory.exists():
+            return
+        try:
+            directory.rmdir()
+        except OSError as error:
+            log.warning("could not remove cgroup %s: %s", directory, error)
+
+    def __enter__(self) -> EdgeDevice:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- what starts processes inside it ---------------------------------------------
+
+    def command_prefix(self, *, threads: int = 1) -> list[str]:
+        """Put in front of a command: the command then runs in its own child cgroup of
+        the device, capped at ``threads * speed`` cores, from its first instruction."""
+        if not self._opened:
+            raise EdgeDeviceError("open the edge device before starting processes in it")
+        quota = max(1000, round(min(threads, self.spec.cores) * self.spec.speed * PERIOD_US))
+        cpu, memory = shlex.quote(str(self.cpu_dir)), shlex.quote(str(self.memory_dir))
+        cpuacct = shlex.quote(str(self.cpuacct_dir))
+        if self.version == 1:
+            script = (
+                f"child={cpu}/proc-$$; mkdir \"$child\"; "
+                f"echo {PERIOD_US} > \"$child\"/cpu.cfs_period_us; "
+                f"echo {quota} > \"$child\"/cpu.cfs_quota_us; "
+                f"echo $$ > \"$child\"/cgroup.procs; echo $$ > {memory}/cgroup.procs; "
+                f"echo $$ > {cpuacct}/cgroup.procs; "
+                'exec "$@"'
+            )
+        else:
+            script = (
+                f"child={cpu}/proc-$$; mkdir \"$child\"; "
+                f"echo '{quota} {PERIOD_US}' > \"$child\"/cpu.max; "
+                f"echo $$ > \"$child\"/cgroup.procs; "
+                'exec "$@"'
+            )
+        return ["/bin/sh", "-c", script, "edge-device"]
+
+    # -- what it measured ------------------------------------------------------------
+
+    def memory(self) -> tuple[int, int]:
+        """(bytes in use now, the most ever in use) for the whole device: every process
+        in it, pipelines still starting included."""
+        if self.version == 1:
+            now = int((self.memory_dir / "memory.usage_in_bytes").read_text())
+            peak = int((self.memory_dir / "memory.max_usage_in_bytes").read_text())
+        else:
+            now = int((self.memory_dir / "memory.current").read_text())
+            peak_file = self.memory_dir / "memory.peak"  # Linux 5.19 and later
+            peak = int(peak_file.read_text()) if peak_file.exists() else now
+        return now, peak
+
+    def cpu_stat(self) -> dict[str, int]:
+        """The device's ``cpu.stat``: periods, throttled periods and throttled time."""
+        text = (self.cpu_dir / "cpu.stat").read_text()
+        return {key: int(value) for key, value in (line.split() for line in text.splitlines())}
+
+    def cpu_usage_seconds(self) -> float:
+        """CPU time used by every process of the device so far."""
+        if self.version == 1:
+            return int((self.cpuacct_dir / "cpuacct.usage").read_text()) / 1e9
+        return self.cpu_stat()["usage_usec"] / 1e6
