@@ -21,6 +21,7 @@ from pathlib import Path
 from controller.assemble import build_controller
 from controller.backends.base import Backend
 from controller.backends.local import LocalService, ServiceKind
+from controller.backends.process import EdgePlacement, ProcessBackend
 from controller.core import Controller
 from controller.pipelines import Link
 from controller.settings import ControllerSettings, StrategyName
@@ -47,6 +48,7 @@ def local_gateway(
     log: Path,
     port: int = 0,
     internal_token: str | None = None,
+    edge_placement: EdgePlacement | None = None,
 ) -> LocalService:
     """The gateway process for a prepared model (not started)."""
     settings = {
@@ -56,7 +58,8 @@ def local_gateway(
     }
     if internal_token:
         settings["internal_token"] = internal_token
-    return LocalService(ServiceKind.GATEWAY, settings, log, port=port)
+    prefix = edge_placement(1) if edge_placement is not None else []
+    return LocalService(ServiceKind.GATEWAY, settings, log, port=port, command_prefix=prefix)
 
 
 @contextlib.contextmanager
@@ -73,11 +76,16 @@ def embedded_stack(
     edge_threads: int = 1,
     edge_slowdown: float = 1.0,
     internal_token: bool = True,
+    edge_placement: EdgePlacement | None = None,
     settings: Mapping[str, object] | None = None,
 ) -> Iterator[EmbeddedStack]:
     """Start the gateway, build the controller (not started: see ``Controller.running``),
     and stop the gateway on the way out. The controller stops every partition it started
-    when it shuts down. ``settings`` overrides any other ``ControllerSettings`` field."""
+    when it shuts down. ``edge_placement`` starts the gateway and the edge partitions on
+    an emulated edge device (when ``backend`` is given, it must place them itself).
+    ``settings`` overrides any other ``ControllerSettings`` field."""
+    if backend is None and edge_placement is not None:
+        backend = ProcessBackend(state_dir=state_dir, edge_placement=edge_placement)
     admin_token = secrets.token_urlsafe(24)
     internal = secrets.token_urlsafe(24) if internal_token else None
     gateway = local_gateway(
@@ -86,6 +94,7 @@ def embedded_stack(
         log=state_dir / "gateway.log",
         port=gateway_port,
         internal_token=internal,
+        edge_placement=edge_placement,
     )
     try:
         gateway.start().wait_ready()

@@ -189,18 +189,18 @@ class EdgeDevice:
         cpuacct = shlex.quote(str(self.cpuacct_dir))
         if self.version == 1:
             script = (
-                f"child={cpu}/proc-$$; mkdir \"$child\"; "
-                f"echo {PERIOD_US} > \"$child\"/cpu.cfs_period_us; "
-                f"echo {quota} > \"$child\"/cpu.cfs_quota_us; "
-                f"echo $$ > \"$child\"/cgroup.procs; echo $$ > {memory}/cgroup.procs; "
+                f'child={cpu}/proc-$$; mkdir "$child"; '
+                f'echo {PERIOD_US} > "$child"/cpu.cfs_period_us; '
+                f'echo {quota} > "$child"/cpu.cfs_quota_us; '
+                f'echo $$ > "$child"/cgroup.procs; echo $$ > {memory}/cgroup.procs; '
                 f"echo $$ > {cpuacct}/cgroup.procs; "
                 'exec "$@"'
             )
         else:
             script = (
-                f"child={cpu}/proc-$$; mkdir \"$child\"; "
+                f'child={cpu}/proc-$$; mkdir "$child"; '
                 f"echo '{quota} {PERIOD_US}' > \"$child\"/cpu.max; "
-                f"echo $$ > \"$child\"/cgroup.procs; "
+                f'echo $$ > "$child"/cgroup.procs; '
                 'exec "$@"'
             )
         return ["/bin/sh", "-c", script, "edge-device"]

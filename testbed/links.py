@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from pathlib import Path
 
-from controller.backends.process import ProcessBackend
+from controller.backends.process import EdgePlacement, ProcessBackend
 from testbed.netns import CLOUD_ADDRESS, TcLink, netns_available
 from testbed.shaped_link import ShapedLink
 
@@ -29,13 +29,22 @@ def resolve_link_kind(choice: str) -> LinkKind:
 
 
 def open_link(
-    kind: LinkKind, *, rate_bps: float, state_dir: Path
+    kind: LinkKind,
+    *,
+    rate_bps: float,
+    state_dir: Path,
+    edge_placement: EdgePlacement | None = None,
 ) -> tuple[ShapedLink | TcLink, ProcessBackend]:
-    """An open link and a process backend that puts cloud partitions behind it."""
+    """An open link and a process backend that puts cloud partitions behind it (and edge
+    partitions on the emulated edge device, if one is given)."""
     if kind == LinkKind.TC:
         link = TcLink(rate_bps=rate_bps).open()
         backend = ProcessBackend(
-            state_dir=state_dir, cloud_host=CLOUD_ADDRESS, cloud_command_prefix=link.command_prefix
+            state_dir=state_dir,
+            cloud_host=CLOUD_ADDRESS,
+            cloud_command_prefix=link.command_prefix,
+            edge_placement=edge_placement,
         )
         return link, backend
-    return ShapedLink(rate_bps=rate_bps).start_in_thread(), ProcessBackend(state_dir=state_dir)
+    backend = ProcessBackend(state_dir=state_dir, edge_placement=edge_placement)
+    return ShapedLink(rate_bps=rate_bps).start_in_thread(), backend

@@ -88,8 +88,11 @@ class LocalService:
     host: str = "127.0.0.1"
     port: int = 0  # 0: the kernel picks one when the service starts
     process: subprocess.Popen[bytes] | None = None
-    # Runs the service elsewhere, e.g. ["ip", "netns", "exec", NS] for the cloud host.
+    # Runs the service elsewhere: ["ip", "netns", "exec", NS] for the cloud host (set
+    # other_network too), or an emulated edge device's cgroup (testbed.edge_device).
     command_prefix: list[str] = field(default_factory=list)
+    # The prefix enters another network namespace: the port cannot be bound here.
+    other_network: bool = False
 
     @property
     def url(self) -> str:
@@ -105,7 +108,7 @@ class LocalService:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         listener = None
         env = {**os.environ}
-        if self.command_prefix:
+        if self.other_network:
             # Another network namespace has its own ports; a socket made here would not be in it.
             self.port = self.port or free_port()
         else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -28,6 +29,10 @@ from controller.backends.local import LocalService, ServiceKind
 
 POLL_S = 0.05
 
+# Given a service's onnxruntime threads, the command prefix that starts it on the edge
+# device (e.g. inside an emulated device's cgroup: testbed.edge_device).
+EdgePlacement = Callable[[int], list[str]]
+
 
 class ProcessBackend(Backend):
     name = "process"
@@ -39,26 +44,33 @@ class ProcessBackend(Backend):
         host: str = "127.0.0.1",
         cloud_host: str | None = None,
         cloud_command_prefix: list[str] | None = None,
+        edge_placement: EdgePlacement | None = None,
     ) -> None:
         """``cloud_host`` and ``cloud_command_prefix`` place cloud partitions on another
-        host of this machine, e.g. a network namespace behind a shaped veth."""
+        host of this machine, e.g. a network namespace behind a shaped veth;
+        ``edge_placement`` starts edge partitions on an emulated edge device."""
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.host = host
         self.cloud_host = cloud_host or host
         self.cloud_command_prefix = cloud_command_prefix or []
+        self.edge_placement = edge_placement
         self._services: dict[str, LocalService] = {}
         self._http = httpx.AsyncClient(timeout=2.0)
 
     async def start(self, spec: ServiceSpec) -> ServiceHandle:
         log = self.state_dir / f"{spec.name}.log"
         on_cloud = spec.kind is ServiceKind.CLOUD_PARTITION
+        prefix = self.cloud_command_prefix if on_cloud else []
+        if spec.kind is ServiceKind.EDGE_PARTITION and self.edge_placement is not None:
+            prefix = self.edge_placement(int(spec.settings.get("threads", "1")))
         service = LocalService(
             spec.kind,
             dict(spec.settings),
             log,
             host=self.cloud_host if on_cloud else self.host,
-            command_prefix=self.cloud_command_prefix if on_cloud else [],
+            command_prefix=prefix,
+            other_network=on_cloud and bool(self.cloud_command_prefix),
         )
         await asyncio.to_thread(service.start)
         assert service.process is not None

@@ -35,6 +35,7 @@ def test_tc_link_shapes_real_traffic_and_retunes_live(tiny_parts: Path, tmp_path
             tmp_path / "probe.log",
             host=CLOUD_ADDRESS,
             command_prefix=link.command_prefix,
+            other_network=True,
         ).start()
         probe.wait_ready()
         slow = probe_seconds(probe.url, 500_000)  # 0.5 s at 8 mbit
