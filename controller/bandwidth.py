@@ -125,6 +125,17 @@ class BandwidthEstimator:
         while self._samples and self._samples[0].at_s < now_s:
             self._samples.popleft()
 
+    def raise_floor(self, now_s: float, bits_per_second: float) -> None:
+        """The link is at least this fast now (a probe too quick to time: it finished within
+        ``min_net_s``): raise the estimate at once, and forget the samples of the slower
+        link before it. The next probe, sized at the new estimate, measures it."""
+        if self._smoothed is None or self._smoothed < bits_per_second:
+            self._smoothed = bits_per_second
+            self._source = Source.ACTIVE
+            self._newest_informative_s = now_s
+        while self._samples and self._samples[0].at_s < now_s:
+            self._samples.popleft()
+
     def needs_probe(self, now_s: float) -> bool:
         """True when real traffic in the window is too thin to estimate from."""
         self._expire(now_s)

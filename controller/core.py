@@ -292,11 +292,15 @@ class Controller:
             return
         except httpx.HTTPError:
             return
-        if small is not None and large is not None and large > small:
-            sample = Sample(
-                time.monotonic(), size - SMALL_PROBE_BYTES, large - small, Source.ACTIVE, net=True
-            )
-            self.estimator.add(sample)
+        if small is None or large is None:
+            return
+        extra_bytes, net = size - SMALL_PROBE_BYTES, large - small
+        if net < self.estimator.min_net_s:
+            # Too quick to time (the estimate is far too low, or the probe fit in the link's
+            # burst): the link is at least this fast, and the next probe will be larger.
+            self.estimator.raise_floor(time.monotonic(), extra_bytes * 8 / self.estimator.min_net_s)
+            return
+        self.estimator.add(Sample(time.monotonic(), extra_bytes, net, Source.ACTIVE, net=True))
 
     async def _timed_probe(self, target: str, size: int, timeout: float) -> float | None:
         started = time.perf_counter()

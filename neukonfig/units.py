@@ -154,3 +154,23 @@ def parse_schedule(text: str | None) -> list[tuple[float, float]]:
             )
         steps.append((parse_duration(at), parse_bandwidth(rate)))
     return sorted(steps)
+
+
+_BYTE_SIZES: dict[str, float] = {
+    "b": 1.0,
+    "kb": 1e3,
+    "mb": 1e6,
+    "gb": 1e9,
+    "kib": 2.0**10,
+    "mib": 2.0**20,
+    "gib": 2.0**30,
+}
+BYTES_HELP = "B, KB, MB, GB (decimal) or KiB, MiB, GiB (binary), e.g. 2GiB"
+
+
+def parse_bytes(text: str | int) -> int:
+    """``2GiB`` -> 2147483648. A size written without a unit is refused, as a bandwidth is."""
+    value = _parse(text, _BYTE_SIZES, what="size", accepted=BYTES_HELP)
+    if value < 1:
+        raise InvalidUnitError(f"size {text!r} must be at least one byte")
+    return int(value)

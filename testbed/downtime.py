@@ -1,12 +1,16 @@
-"""The downtime benchmark: every strategy through the same bandwidth schedule, in one run.
+"""The downtime benchmark: every strategy, and a control run, through the same bandwidth
+schedule, measured from the clients' side.
 
-For each strategy it starts a fresh gateway, shaped link and controller (process
-backend), sends open-loop traffic, changes the link rate on the schedule, samples the
-edge side's memory, and then measures what DESIGN.md asks for: edge-measured
-unavailability per switch, what the probe client saw (failures, longest gap between
-successful answers, latency in steady state and in the switch window), the time from
-the bandwidth change to detection, to the new pipeline being ready and to the first
-request it served, and peak and steady edge memory.
+For each strategy, and for the control (the controller pinned to the first cut, so a
+reader sees what switching buys), it starts a fresh edge device (cgroups: CPU share and
+memory limit), link and embedded stack, sends open-loop traffic that checks every
+answer, changes the link rate on the schedule and samples the edge device's memory.
+Then it computes DESIGN.md's measures from the probe client's records
+(``testbed.client_felt``): per bandwidth change, the time to the right cut, the p99 and
+max of the requests sent in the 10 s after it against the settled cut's steady p99, and
+the excess request-seconds; per switch, the requests in flight across the flip and the
+first requests on the new pipeline, and the admission unavailability. Everything is
+repeated ``repeats`` times; the tables give the median and the range, the JSON every run.
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,14 +33,22 @@ from controller.history import SwitchRecord, format_unavailability
 from controller.settings import StrategyName
 from models.prepare import Prepared, PrepareOptions, prepare
 from neukonfig.units import format_bandwidth
+from testbed.client_felt import reactions, steady_latencies, switch_cost
+from testbed.edge_device import DeviceSpec, EdgeDevice
 from testbed.links import LINK_DESCRIPTIONS, LinkKind, open_link
 from testbed.netns import TcLink
-from testbed.probe_client import ProbeCase, ProbeClient, RequestRecord, reference_cases
+from testbed.probe_client import (
+    ProbeCase,
+    ProbeClient,
+    RequestRecord,
+    failure_reasons,
+    reference_cases,
+)
 from testbed.report import machine
 from testbed.shaped_link import ShapedLink
 
 MEMORY_EVERY_S = 0.25
-WINDOW_AFTER_S = 1.0  # the switch window ends this long after the new pipeline answered
+CONTROL = "pinned (control)"
 
 
 @dataclass
@@ -47,11 +59,39 @@ class DowntimeScenario:
     rate_per_s: float
     duration_s: float
     workdir: Path
+    device: DeviceSpec | None = None  # None: the sleep-based slowdown, said in every report
     edge_slowdown: float = 1.0
     edge_threads: int = 1
     profile_repeats: int = 5
     seed: int = 0
     link: LinkKind = LinkKind.PROXY
+    repeats: int = 1
+    control: bool = True
+
+    @property
+    def runs(self) -> list[str]:
+        return [s.value for s in self.strategies] + ([CONTROL] if self.control else [])
+
+    @property
+    def profile_slowdown(self) -> float:
+        """How much slower than this machine the edge profile is scaled."""
+        return 1 / self.device.speed if self.device else self.edge_slowdown
+
+    def emulated(self) -> dict[str, str]:
+        """What was emulated, in words, for every table."""
+        if self.device is not None:
+            edge = self.device.describe()
+        elif self.edge_slowdown > 1:
+            edge = (
+                f"sleep-based slowdown x{self.edge_slowdown:g} (no cgroup: not root); the edge "
+                "may use all of this machine's CPUs, and loads and warm-ups are not slowed"
+            )
+        else:
+            edge = "none: the edge runs at this machine's speed"
+        return {
+            "edge": edge,
+            "link": LINK_DESCRIPTIONS[self.link] + "; no RTT emulated (netem is unavailable)",
+        }
 
 
 @dataclass
@@ -59,10 +99,19 @@ class MemorySample:
     """Edge memory, and what the controller believed at that moment (for diagnosis)."""
 
     at_s: float
+    cgroup_bytes: int | None
     pss_bytes: int
-    rss_bytes: int
     estimate_bps: float | None = None
     decision: str | None = None
+
+
+@dataclass
+class RawRun:
+    records: list[RequestRecord]
+    history: list[SwitchRecord]
+    memory: list[MemorySample] = field(default_factory=list)
+    started_unix: float = 0.0
+    cgroup_peak_bytes: int | None = None
 
 
 def edge_memory(pids: list[int]) -> tuple[int, int]:
@@ -85,44 +134,74 @@ def run_downtime(scenario: DowntimeScenario, progress: Callable[[str], None]) ->
             scenario.model,
             scenario.workdir,
             scenario.edge_threads,
-            scenario.edge_slowdown,
+            scenario.profile_slowdown,
             scenario.profile_repeats,
         ),
         progress,
     )
-    manifest = prepared.manifest
-    cases = reference_cases(prepared.model_file, manifest.model.inputs[0], seed=scenario.seed)
-    results = {}
-    for strategy in scenario.strategies:
-        progress(f"{strategy.value}: running the {scenario.duration_s:g} s schedule ...")
-        run = _run_strategy(scenario, strategy, prepared, cases)
-        results[strategy.value] = run
-        progress(f"{strategy.value}: {summary_line(run)}")
+    cases = reference_cases(
+        prepared.model_file, prepared.manifest.model.inputs[0], seed=scenario.seed
+    )
+    runs: dict[str, list[dict[str, object]]] = {name: [] for name in scenario.runs}
+    for repeat in range(1, scenario.repeats + 1):
+        for name in scenario.runs:
+            progress(f"[{repeat}/{scenario.repeats}] {name}: the {scenario.duration_s:g} s run ...")
+            raw = _run_one(scenario, name, prepared, cases, repeat)
+            run = analyse(raw, scenario)
+            runs[name].append(run)
+            progress(f"[{repeat}/{scenario.repeats}] {name}: {summary_line(run)}")
     return {
         "benchmark": "downtime",
+        "model": prepared.manifest.model.name,
+        "emulated": scenario.emulated(),
         "link": LINK_DESCRIPTIONS[scenario.link],
-        "model": manifest.model.name,
         "schedule": [{"at_s": at, "bps": bps} for at, bps in scenario.schedule],
         "rate_per_s": scenario.rate_per_s,
         "duration_s": scenario.duration_s,
-        "edge_slowdown": scenario.edge_slowdown,
+        "repeats": scenario.repeats,
         "edge_threads": scenario.edge_threads,
         "seed": scenario.seed,
         "machine": machine(),
         "versions": {"onnxruntime": onnxruntime.__version__},
-        "strategies": results,
+        "summary": {name: summarize(name_runs) for name, name_runs in runs.items()},
+        "runs": runs,
     }
 
 
-def _run_strategy(
+def _run_one(
     scenario: DowntimeScenario,
-    strategy: StrategyName,
+    name: str,
     prepared: Prepared,
     cases: list[ProbeCase],
-) -> dict[str, object]:
-    logs = scenario.workdir / "bench-logs" / strategy.value
+    repeat: int,
+) -> RawRun:
+    logs = scenario.workdir / "bench-logs" / f"{name.split()[0]}-{repeat}"
+    device = EdgeDevice(scenario.device).open() if scenario.device is not None else None
+    try:
+        raw = _serve_through_schedule(scenario, name, prepared, cases, logs, device)
+        if device is not None:
+            raw.cgroup_peak_bytes = device.memory()[1]  # pipelines still starting included
+        return raw
+    finally:
+        if device is not None:
+            device.close()
+
+
+def _serve_through_schedule(
+    scenario: DowntimeScenario,
+    name: str,
+    prepared: Prepared,
+    cases: list[ProbeCase],
+    logs: Path,
+    device: EdgeDevice | None,
+) -> RawRun:
+    strategy = StrategyName.SWITCH_ON_DEMAND if name == CONTROL else StrategyName(name)
+    placement = device.command_prefix if device is not None else None
     link, backend = open_link(
-        scenario.link, rate_bps=scenario.schedule[0][1], state_dir=logs / "state"
+        scenario.link,
+        rate_bps=scenario.schedule[0][1],
+        state_dir=logs / "state",
+        edge_placement=placement,
     )
     try:
         with embedded_stack(
@@ -132,8 +211,10 @@ def _run_strategy(
             link=link,
             backend=backend,
             edge_threads=scenario.edge_threads,
-            edge_slowdown=scenario.edge_slowdown,
+            edge_slowdown=1.0 if device is not None else scenario.edge_slowdown,
             initial_bandwidth=format_bandwidth(scenario.schedule[0][1]),
+            edge_placement=placement,
+            settings={"auto": name != CONTROL},
         ) as stack:
             client = ProbeClient(
                 url=stack.infer_url,
@@ -141,10 +222,11 @@ def _run_strategy(
                 cases=cases,
                 rate_per_s=scenario.rate_per_s,
             )
-            raw = asyncio.run(_drive(scenario, stack.controller, client, link, stack.gateway))
+            return asyncio.run(
+                _drive(scenario, stack.controller, client, link, stack.gateway, device)
+            )
     finally:
         link.close()
-    return analyse(raw, scenario)
 
 
 async def _drive(
@@ -153,14 +235,14 @@ async def _drive(
     client: ProbeClient,
     link: ShapedLink | TcLink,
     gateway: LocalService,
-) -> dict[str, object]:
+    device: EdgeDevice | None,
+) -> RawRun:
     async with controller.running():
         stop = asyncio.Event()
-        memory: list[MemorySample] = []
-        started_unix = time.time()
+        raw = RawRun([], [], started_unix=time.time())
         client.started = time.perf_counter()
         traffic = asyncio.create_task(client.run(stop))
-        sampler = asyncio.create_task(_sample_memory(controller, gateway, client, memory))
+        sampler = asyncio.create_task(_sample_memory(controller, gateway, client, device, raw))
         try:
             for at, rate in scenario.schedule[1:]:
                 await asyncio.sleep(max(0.0, at - (time.perf_counter() - client.started)))
@@ -170,83 +252,105 @@ async def _drive(
             )
         finally:
             stop.set()
-            records = await traffic
+            raw.records = await traffic
             sampler.cancel()
             await asyncio.gather(sampler, return_exceptions=True)
-            history = list(controller.history)
-    return {"records": records, "history": history, "memory": memory, "started_unix": started_unix}
+            raw.history = list(controller.history)
+    return raw
 
 
 async def _sample_memory(
-    controller: Controller, gateway: LocalService, client: ProbeClient, out: list[MemorySample]
+    controller: Controller,
+    gateway: LocalService,
+    client: ProbeClient,
+    device: EdgeDevice | None,
+    raw: RawRun,
 ) -> None:
-    """The edge side: the gateway and every edge partition (active, standby, starting)."""
+    """The edge device's cgroup (every process in it, pipelines still starting included),
+    and PSS of the gateway and the registered edge partitions beside it."""
     while True:
         pids = [gateway.process.pid] if gateway.process else []
         pids += [int(p.edge.backend_id) for p in list(controller.pipelines.values())]
-        pss, rss = await asyncio.to_thread(edge_memory, pids)
+        pss, _ = await asyncio.to_thread(edge_memory, pids)
+        cgroup = device.memory()[0] if device is not None else None
         at = time.perf_counter() - client.started
         estimate, decision = controller.estimator.current, controller.last_decision
-        out.append(MemorySample(at, pss, rss, estimate, decision))
+        raw.memory.append(MemorySample(at, cgroup, pss, estimate, decision))
         await asyncio.sleep(MEMORY_EVERY_S)
 
 
-def analyse(raw: dict[str, object], scenario: DowntimeScenario) -> dict[str, object]:
-    records: list[RequestRecord] = raw["records"]  # type: ignore[assignment]
-    history: list[SwitchRecord] = raw["history"]  # type: ignore[assignment]
-    memory: list[MemorySample] = raw["memory"]  # type: ignore[assignment]
-    started_unix: float = raw["started_unix"]  # type: ignore[assignment]
-    changes = [at for at, _ in scenario.schedule[1:]]
-    switches = [_switch_view(record, started_unix, changes, records) for record in history]
-    windows = [
-        (s["change_s"], s["window_end_s"]) for s in switches if s["window_end_s"] is not None
-    ]
-    in_window = [r for r in records if any(a <= r.sent_s <= b for a, b in windows)]
-    steady = [r for r in records if r.sent_s < (changes[0] if changes else float("inf"))]
-    first_change = changes[0] if changes else scenario.duration_s
-    steady_memory = [m.pss_bytes for m in memory if m.at_s < first_change] or [0]
+# -- analysis ------------------------------------------------------------------------
+
+
+def analyse(raw: RawRun, scenario: DowntimeScenario) -> dict[str, object]:
+    records = raw.records
+    times = [at for at, _ in scenario.schedule]
+    changes = reactions(records, times, scenario.duration_s)
+    switches = [_switch_view(r, raw.started_unix, times, scenario, records) for r in raw.history]
+    first_change = times[1] if len(times) > 1 else scenario.duration_s
     return {
         "requests": len(records),
         "failed": sum(not r.ok for r in records),
         "wrong_answers": sum(r.status == 200 and not r.correct for r in records),
+        "failure_reasons": failure_reasons(records),
+        "answered_on_the_edge": sum(1 for r in records if r.ok and r.fallback),
         "longest_gap_s": longest_gap(records),
-        "steady": latency_summary(steady),
-        "switch_window": latency_summary(in_window),
+        "reactions": changes,
         "switches": switches,
-        "unavailable_s": [s["unavailable_s"] for s in switches],
-        "edge_memory": {
-            "steady_pss_mb": round(float(np.median(steady_memory)) / 2**20, 1),
-            "peak_pss_mb": round(max((m.pss_bytes for m in memory), default=0) / 2**20, 1),
-            "peak_rss_mb": round(max((m.rss_bytes for m in memory), default=0) / 2**20, 1),
-        },
-        "memory_trace": [[round(m.at_s, 3), m.pss_bytes] for m in memory],
-        "controller_trace": [[round(m.at_s, 3), m.estimate_bps, m.decision] for m in memory],
+        "edge_memory": _memory_view(raw, first_change),
+        "memory_trace": [[round(m.at_s, 3), m.cgroup_bytes, m.pss_bytes] for m in raw.memory],
+        "controller_trace": [[round(m.at_s, 3), m.estimate_bps, m.decision] for m in raw.memory],
         "trace": [
             [round(r.sent_s, 4), round(r.done_s, 4), r.status, r.correct, r.cut] for r in records
         ],
     }
 
 
+def _memory_view(raw: RawRun, first_change: float) -> dict[str, float | None]:
+    def mb(value: float | None) -> float | None:
+        return None if value is None else round(value / 2**20, 1)
+
+    before = [m for m in raw.memory if m.at_s < first_change]
+    cgroup_before = [m.cgroup_bytes for m in before if m.cgroup_bytes is not None]
+    cgroup_all = [m.cgroup_bytes for m in raw.memory if m.cgroup_bytes is not None]
+    return {
+        "cgroup_steady_mb": mb(float(np.median(cgroup_before))) if cgroup_before else None,
+        "cgroup_peak_mb": mb(raw.cgroup_peak_bytes or max(cgroup_all, default=0) or None),
+        "pss_steady_mb": mb(float(np.median([m.pss_bytes for m in before]))) if before else None,
+        "pss_peak_mb": mb(max((m.pss_bytes for m in raw.memory), default=0)),
+    }
+
+
 def _switch_view(
-    record: SwitchRecord, started_unix: float, changes: list[float], records: list[RequestRecord]
+    record: SwitchRecord,
+    started_unix: float,
+    times: list[float],
+    scenario: DowntimeScenario,
+    records: list[RequestRecord],
 ) -> dict[str, object]:
     trigger = record.trigger_unix - started_unix
-    change = max((c for c in changes if c <= trigger), default=trigger)
-    served = next(
-        (r.done_s for r in records if r.ok and r.cut == record.to_cut and r.done_s >= trigger), None
-    )
-    ready = trigger + record.ready_after_s if record.ready_after_s is not None else None
-    return {
+    change = max((c for c in times[1:] if c <= trigger), default=0.0)
+    phase_end = min((c for c in times if c > trigger), default=scenario.duration_s)
+    view: dict[str, object] = {
         "from_cut": record.from_cut,
         "to_cut": record.to_cut,
         "outcome": record.outcome.value,
+        "reason": record.reason,
         "change_s": round(change, 3),
         "detected_after_s": round(trigger - change, 3),
-        "ready_after_s": round(ready - change, 3) if ready is not None else None,
-        "first_served_after_s": round(served - change, 3) if served is not None else None,
+        "ready_after_s": _after(trigger, record.ready_after_s, change),
+        "flipped_after_s": _after(trigger, record.switched_after_s, change),
         "unavailable_s": record.unavailable_s,
-        "window_end_s": round(served + WINDOW_AFTER_S, 3) if served is not None else None,
     }
+    if record.switched_after_s is not None:
+        steady = steady_latencies(records, record.to_cut, change, phase_end)
+        median = float(np.median(steady)) if steady else None
+        view |= switch_cost(records, trigger + record.switched_after_s, record.to_cut, median)
+    return view
+
+
+def _after(trigger: float, seconds: float | None, change: float) -> float | None:
+    return None if seconds is None else round(trigger + seconds - change, 3)
 
 
 def longest_gap(records: list[RequestRecord]) -> float:
@@ -268,44 +372,149 @@ def latency_summary(records: list[RequestRecord]) -> dict[str, float | int]:
     }
 
 
+# -- over repeats ----------------------------------------------------------------------
+
+REACTION_FIELDS = (
+    "to_right_cut_s",
+    "window_p99_s",
+    "steady_p99_s",
+    "p99_over_steady",
+    "window_max_s",
+    "excess_request_s",
+    "failed",
+)
+
+
+def spread(values: Sequence[float | None]) -> dict[str, float] | None:
+    """Median, min and max of the values that exist."""
+    present = [float(v) for v in values if v is not None]
+    if not present:
+        return None
+    return {
+        "median": round(float(np.median(present)), 4),
+        "min": round(min(present), 4),
+        "max": round(max(present), 4),
+    }
+
+
+def summarize(runs: list[dict[str, object]]) -> dict[str, object]:
+    """Median and range over the repeats of one strategy."""
+    changes = max((len(run["reactions"]) for run in runs), default=0)  # type: ignore[arg-type]
+    per_change = []
+    for index in range(changes):
+        of_change = [run["reactions"][index] for run in runs if len(run["reactions"]) > index]  # type: ignore[index, arg-type]
+        summary = {name: spread([r[name] for r in of_change]) for name in REACTION_FIELDS}
+        summary["settled_cuts"] = sorted({r["settled_cut"] for r in of_change}, key=str)
+        summary["cut_before"] = sorted({r["cut_before"] for r in of_change}, key=str)
+        per_change.append(summary)
+    switches = [s for run in runs for s in run["switches"]]  # type: ignore[attr-defined]
+    flipped = [s for s in switches if "in_flight_max_s" in s]
+    memory = [run["edge_memory"] for run in runs]
+    return {
+        "requests": spread([run["requests"] for run in runs]),  # type: ignore[misc]
+        "failed": spread([run["failed"] for run in runs]),  # type: ignore[misc]
+        "wrong_answers": spread([run["wrong_answers"] for run in runs]),  # type: ignore[misc]
+        "reactions": per_change,
+        "switches_per_run": spread([len(run["switches"]) for run in runs]),  # type: ignore[arg-type]
+        "unavailable_s": spread([s["unavailable_s"] for s in switches]),
+        "in_flight_max_s": spread([s["in_flight_max_s"] for s in flipped]),
+        "first_on_new_max_s": spread([s["first_on_new_max_s"] for s in flipped]),
+        "new_steady_median_s": spread([s["new_steady_median_s"] for s in flipped]),
+        "edge_memory": {
+            key: spread([m[key] for m in memory])  # type: ignore[index]
+            for key in ("cgroup_steady_mb", "cgroup_peak_mb", "pss_steady_mb", "pss_peak_mb")
+        },
+    }
+
+
+# -- printing ------------------------------------------------------------------------------
+
+
 def summary_line(run: dict[str, object]) -> str:
     unavailable = ", ".join(
-        format_unavailability(u)
-        for u in run["unavailable_s"]  # type: ignore[union-attr]
-        if u is not None
+        format_unavailability(s["unavailable_s"])  # type: ignore[index]
+        for s in run["switches"]  # type: ignore[attr-defined]
+        if s["unavailable_s"] is not None  # type: ignore[index]
+    )
+    cuts = "; ".join(
+        f"{r['cut_before']}→{r['settled_cut']} in {r['to_right_cut_s']} s, "
+        f"p99 {r['window_p99_s']} s"
+        for r in run["reactions"]  # type: ignore[attr-defined]
     )
     return (
-        f"{run['failed']} failed of {run['requests']}, longest gap {run['longest_gap_s']} s, "
-        f"admission unavailable [{unavailable}], "
-        f"peak edge PSS {run['edge_memory']['peak_pss_mb']} MB"  # type: ignore[index]
+        f"{run['failed']} failed of {run['requests']}; {cuts}; "
+        f"admission unavailable [{unavailable or 'no switch'}]"
     )
+
+
+def _cell(value: dict[str, float] | None, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if value["min"] == value["max"]:
+        return f"{value['median']:g}{unit}"
+    return f"{value['median']:g}{unit} [{value['min']:g}–{value['max']:g}]"
+
+
+def _unavailability_cell(value: dict[str, float] | None) -> str:
+    if value is None:
+        return "no switch"
+    if value["max"] == 0:
+        return "0 (the pointer is never empty)"
+    return _cell(value, " s")
 
 
 def markdown_table(report: dict[str, object]) -> str:
+    emulated = report["emulated"]  # type: ignore[index]
+    repeats = report["repeats"]
     lines = [
-        "| strategy | failed / requests | admission unavailable per switch | longest gap (s) "
-        "| steady p50 / p99 (ms) | switch window max (ms) | change → detected / ready / "
-        "first served (s) | edge PSS steady / peak (MB) |",
-        "|---|---:|---|---:|---|---:|---|---|",
+        f"Emulated edge: {emulated['edge']}. Link: {emulated['link']}. "  # type: ignore[index]
+        f"{report['rate_per_s']:g} req/s open loop, {repeats} repeat(s): median [min–max].",
+        "",
+        "| run | change | cut before → settled | change → right cut (s) | p99 in the 10 s "
+        "after (s) | steady p99 of the settled cut (s) | p99 / steady | max in the 10 s after "
+        "(s) | excess request-s | failed in phase |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, run in report["strategies"].items():  # type: ignore[union-attr]
-        downtime = ", ".join(
-            format_unavailability(u) for u in run["unavailable_s"] if u is not None
-        )
-        times = "; ".join(
-            f"{s['detected_after_s']} / {s['ready_after_s']} / {s['first_served_after_s']}"
-            for s in run["switches"]
-        )
-        steady, window, memory = run["steady"], run["switch_window"], run["edge_memory"]
+    schedule = report["schedule"]  # type: ignore[index]
+    for name, summary in report["summary"].items():  # type: ignore[union-attr]
+        for index, change in enumerate(summary["reactions"]):
+            step = schedule[index + 1]
+            before = "/".join(str(c) for c in change["cut_before"])
+            settled = "/".join(str(c) for c in change["settled_cuts"])
+            cells = [
+                name,
+                f"{format_bandwidth(schedule[index]['bps'])} → {format_bandwidth(step['bps'])} "
+                f"at {step['at_s']:g} s",
+                f"{before} → {settled}",
+                _cell(change["to_right_cut_s"]),
+                _cell(change["window_p99_s"]),
+                _cell(change["steady_p99_s"]),
+                _cell(change["p99_over_steady"], "x"),
+                _cell(change["window_max_s"]),
+                _cell(change["excess_request_s"]),
+                _cell(change["failed"]),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| run | failed / wrong / sent | switches per run | admission unavailability | "
+        "in flight across a flip, max (s) | first 20 on the new pipeline, max (s) | its steady "
+        "median (s) | edge memory, cgroup steady / peak (MB) | PSS steady / peak (MB) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, summary in report["summary"].items():  # type: ignore[union-attr]
+        memory = summary["edge_memory"]
         cells = [
             name,
-            f"{run['failed']} / {run['requests']}",
-            downtime or "-",
-            str(run["longest_gap_s"]),
-            f"{steady.get('p50_ms', '-')} / {steady.get('p99_ms', '-')}",
-            str(window.get("max_ms", "-")),
-            times or "-",
-            f"{memory['steady_pss_mb']} / {memory['peak_pss_mb']}",
+            f"{_cell(summary['failed'])} / {_cell(summary['wrong_answers'])} / "
+            f"{_cell(summary['requests'])}",
+            _cell(summary["switches_per_run"]),
+            _unavailability_cell(summary["unavailable_s"]),
+            _cell(summary["in_flight_max_s"]),
+            _cell(summary["first_on_new_max_s"]),
+            _cell(summary["new_steady_median_s"]),
+            f"{_cell(memory['cgroup_steady_mb'])} / {_cell(memory['cgroup_peak_mb'])}",
+            f"{_cell(memory['pss_steady_mb'])} / {_cell(memory['pss_peak_mb'])}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -179,7 +179,7 @@ class EdgeDevice:
 
     # -- what starts processes inside it ---------------------------------------------
 
-    def command_prefix(self, *, threads: int = 1) -> list[str]:
+    def command_prefix(self, threads: int = 1) -> list[str]:
         """Put in front of a command: the command then runs in its own child cgroup of
         the device, capped at ``threads * speed`` cores, from its first instruction."""
         if not self._opened:
@@ -220,12 +220,27 @@ class EdgeDevice:
         return now, peak
 
     def cpu_stat(self) -> dict[str, int]:
-        """The device's ``cpu.stat``: periods, throttled periods and throttled time."""
-        text = (self.cpu_dir / "cpu.stat").read_text()
-        return {key: int(value) for key, value in (line.split() for line in text.splitlines())}
+        """``cpu.stat`` summed over the device and each process's child cgroup: periods,
+        throttled periods and throttled time (v1), or usage and throttling (v2)."""
+        total: dict[str, int] = {}
+        for directory in [self.cpu_dir, *sorted(self.cpu_dir.glob("proc-*"))]:
+            text = (directory / "cpu.stat").read_text()
+            for key, value in (line.split() for line in text.splitlines()):
+                total[key] = total.get(key, 0) + int(value)
+        return total
+
+    def throttled_periods(self) -> int:
+        return self.cpu_stat().get("nr_throttled", 0)
 
     def cpu_usage_seconds(self) -> float:
         """CPU time used by every process of the device so far."""
         if self.version == 1:
             return int((self.cpuacct_dir / "cpuacct.usage").read_text()) / 1e9
-        return self.cpu_stat()["usage_usec"] / 1e6
+        return (
+            int(
+                dict(line.split() for line in (self.cpu_dir / "cpu.stat").read_text().splitlines())[
+                    "usage_usec"
+                ]
+            )
+            / 1e6
+        )

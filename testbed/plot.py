@@ -1,5 +1,6 @@
 """The picture people read before any number: latency over time, one panel per
-strategy, with the link rate and the switch moments marked."""
+strategy and one for the control run (the first repeat of each), with the link rate and
+the moments each switch was decided and flipped marked."""
 
 from __future__ import annotations
 
@@ -13,17 +14,19 @@ from matplotlib.axes import Axes
 
 
 def plot_downtime(report: dict, path: Path) -> Path:
-    strategies = report["strategies"]
+    runs = {name: repeats[0] for name, repeats in report["runs"].items() if repeats}
     figure, axes = plt.subplots(
-        len(strategies), 1, figsize=(10, 3.2 * len(strategies)), sharex=True, squeeze=False
+        len(runs), 1, figsize=(10, 3.2 * len(runs)), sharex=True, squeeze=False
     )
-    for axis, (name, run) in zip(axes[:, 0], strategies.items(), strict=True):
+    for axis, (name, run) in zip(axes[:, 0], runs.items(), strict=True):
         _panel(axis, name, run, report)
     axes[-1, 0].set_xlabel("time since start (s)")
     figure.suptitle(
         f"{report['model']}: latency through bandwidth changes "
-        f"({report['rate_per_s']:g} req/s open loop, {report['link']})",
-        fontsize=9,
+        f"({report['rate_per_s']:g} req/s open loop; edge: {report['emulated']['edge']}; "
+        f"{report['link']})",
+        fontsize=8,
+        wrap=True,
     )
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -51,6 +54,9 @@ def _panel(axis: Axes, name: str, run: dict, report: dict) -> None:
     for switch in run["switches"]:
         trigger = switch["change_s"] + switch["detected_after_s"]
         axis.axvline(trigger, color="tab:orange", linestyle="--", linewidth=1)
+        if switch.get("flipped_after_s") is not None:
+            flip = switch["change_s"] + switch["flipped_after_s"]
+            axis.axvline(flip, color="tab:purple", linestyle=":", linewidth=1)
         axis.annotate(
             f"{switch['from_cut']}→{switch['to_cut']}",
             (trigger, 1),

@@ -9,6 +9,7 @@ from neukonfig.units import (
     format_bandwidth,
     parse_bandwidth,
     parse_bandwidth_range,
+    parse_bytes,
     parse_duration,
 )
 
@@ -135,3 +136,16 @@ def test_format_bandwidth(bits_per_second: float, text: str) -> None:
 @pytest.mark.parametrize("value", [1.0, 999.0, 1234.5, 6.1538e6, 40e6, 0.77e9, 3.3e12])
 def test_formatted_bandwidth_parses_back_within_rounding(value: float) -> None:
     assert parse_bandwidth(format_bandwidth(value)) == pytest.approx(value, rel=5e-3)
+
+
+@pytest.mark.parametrize(
+    ("text", "size"), [("2GiB", 2 * 2**30), ("512MiB", 512 * 2**20), ("1.5GB", 1.5e9), (4096, 4096)]
+)
+def test_sizes(text: str | int, size: int) -> None:
+    assert parse_bytes(text) == size
+
+
+@pytest.mark.parametrize(("text", "fragment"), [("2", "has no unit"), ("lots", "not understood")])
+def test_bad_sizes_are_refused_clearly(text: str, fragment: str) -> None:
+    with pytest.raises(InvalidUnitError, match=fragment):
+        parse_bytes(text)
