@@ -6,7 +6,12 @@ import argparse
 import time
 from pathlib import Path
 
-from cli.common import positive_int, progress
+from cli.common import (
+    add_edge_device_arguments,
+    edge_device_spec,
+    positive_int,
+    progress,
+)
 from neukonfig.errors import NeukonfigError
 
 
@@ -66,6 +71,7 @@ def cmd_bench_downtime(args: argparse.Namespace) -> int:
         raise NeukonfigError("--schedule must start with a rate at 0, e.g. 50mbit@0,5mbit@20")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results = Path(args.results_dir or f"results/downtime-{args.model}-{stamp}")
+    device = edge_device_spec(args, Path(args.workdir))
     results.mkdir(parents=True, exist_ok=True)
     scenario = DowntimeScenario(
         link=resolve_link_kind(args.link),
@@ -73,11 +79,14 @@ def cmd_bench_downtime(args: argparse.Namespace) -> int:
         strategies=strategies,
         schedule=schedule,
         rate_per_s=args.rate,
-        duration_s=args.duration or schedule[-1][0] + 20,
+        duration_s=args.duration or schedule[-1][0] + 30,
         workdir=Path(args.workdir),
+        device=device,
         edge_slowdown=args.edge_slowdown,
         edge_threads=args.edge_threads,
         seed=args.seed,
+        repeats=args.repeats,
+        control=not args.no_control,
     )
     report = run_downtime(scenario, progress)
     table = markdown_table(report)
@@ -102,16 +111,24 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
     downtime = kinds.add_parser("downtime", help="every strategy through one bandwidth schedule")
     downtime.add_argument("--model", default="mobilenetv2", help="zoo model name or .onnx")
     downtime.add_argument("--strategies", default="pause_resume,switch_on_demand,switch_standby")
-    downtime.add_argument("--schedule", default="50mbit@0,5mbit@20,50mbit@40")
+    downtime.add_argument("--schedule", default="50mbit@0,5mbit@30,50mbit@60")
     downtime.add_argument("--rate", type=float, default=10.0, help="probe requests per second")
-    downtime.add_argument("--duration", type=float, help="seconds per strategy (last step + 20)")
+    downtime.add_argument("--duration", type=float, help="seconds per run (last step + 30)")
+    downtime.add_argument(
+        "--repeats", type=positive_int, default=3, help="runs per strategy (median and range)"
+    )
+    downtime.add_argument(
+        "--no-control",
+        action="store_true",
+        help="skip the control run (controller pinned to the first cut)",
+    )
     downtime.add_argument(
         "--link",
         choices=["auto", "tc", "proxy"],
         default="auto",
         help="tc in a network namespace (root) or the user-space proxy; auto: tc when root",
     )
-    downtime.add_argument("--edge-slowdown", type=float, default=1.0)
+    add_edge_device_arguments(downtime)
     downtime.add_argument("--edge-threads", type=positive_int, default=1)
     downtime.add_argument("--workdir", default=".neukonfig/bench")
     downtime.add_argument("--results-dir", help="default results/downtime-MODEL-TIMESTAMP")
@@ -161,11 +178,15 @@ def cmd_bench_planner(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from cli.up import UpOptions, run_up
     from controller.settings import StrategyName
+    from models.prepare import model_source
     from neukonfig.units import parse_schedule
+    from testbed.links import resolve_link_kind
 
+    workdir = Path(args.workdir)
+    model_source(args.model, workdir)  # a bad --model is named before any calibration
     options = UpOptions(
         model=args.model,
-        workdir=Path(args.workdir),
+        workdir=workdir,
         strategy=StrategyName(args.strategy),
         gateway_port=args.gateway_port,
         controller_port=args.controller_port,
@@ -177,6 +198,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         duration_s=args.duration,
         initial_bandwidth=args.initial_bandwidth,
         profile_repeats=args.profile_repeats,
+        device=edge_device_spec(args, workdir),
+        link_kind=resolve_link_kind(args.link),
     )
     if options.schedule and not options.link_rate:
         raise NeukonfigError("--schedule changes the emulated link: give --link-rate too")
@@ -199,13 +222,15 @@ def _add_up(commands: argparse._SubParsersAction) -> None:
     up.add_argument(
         "--edge-threads", type=positive_int, default=1, help="threads per edge partition (1)"
     )
-    up.add_argument(
-        "--edge-slowdown",
-        type=float,
-        default=1.0,
-        help="emulate an edge device this many times slower than this machine (e.g. 8)",
-    )
+    add_edge_device_arguments(up)
     up.add_argument("--link-rate", help="emulate the edge-cloud link at this rate, e.g. 50mbit")
+    up.add_argument(
+        "--link",
+        choices=["auto", "tc", "proxy"],
+        default="auto",
+        help="how --link-rate is emulated: tc in a network namespace (root) or the user-space "
+        "proxy; auto: tc when root",
+    )
     up.add_argument("--schedule", help="change the emulated rate: 5mbit@20,50mbit@40 (seconds)")
     up.add_argument("--traffic", type=float, default=0.0, help="send N requests/s as a demo")
     up.add_argument("--duration", type=float, help="stop after this many seconds")

@@ -27,11 +27,16 @@ import numpy as np
 import uvicorn
 
 from controller.app import create_app
+from controller.backends.process import EdgePlacement, ProcessBackend
 from controller.embedded import EmbeddedStack, embedded_stack
 from controller.settings import StrategyName
 from models.prepare import Prepared, PrepareOptions, model_source, prepare
 from neukonfig.errors import NeukonfigError
 from neukonfig.units import format_bandwidth, parse_bandwidth
+from testbed.client_felt import reactions
+from testbed.edge_device import DeviceSpec, EdgeDevice
+from testbed.links import LINK_DESCRIPTIONS, LinkKind, open_link
+from testbed.netns import TcLink
 from testbed.probe_client import ProbeCase, ProbeClient, RequestRecord, failure_reasons
 from testbed.probe_client import reference_cases as make_reference_cases
 from testbed.shaped_link import ShapedLink
@@ -58,11 +63,14 @@ class UpOptions:
     duration_s: float | None
     initial_bandwidth: str
     profile_repeats: int
+    device: DeviceSpec | None = None
+    link_kind: LinkKind = LinkKind.PROXY
 
     @property
     def preparation(self) -> PrepareOptions:
+        slowdown = 1 / self.device.speed if self.device else self.edge_slowdown
         return PrepareOptions(
-            self.model, self.workdir, self.edge_threads, self.edge_slowdown, self.profile_repeats
+            self.model, self.workdir, self.edge_threads, slowdown, self.profile_repeats
         )
 
 
@@ -103,37 +111,64 @@ def _prepare_and_serve(options: UpOptions) -> None:
     if options.traffic_rate > 0:
         say("computing reference answers for the demo traffic from the original model ...")
         cases = make_reference_cases(prepared.model_file, prepared.manifest.model.inputs[0])
-    link = None
-    if options.link_rate:
-        link = ShapedLink(rate_bps=parse_bandwidth(options.link_rate)).start_in_thread()
-    try:
-        with embedded_stack(
-            prepared,
-            state_dir=options.workdir / "state",
-            strategy=options.strategy,
-            link=link,
-            gateway_port=options.gateway_port,
-            controller_port=options.controller_port,
-            initial_bandwidth=options.link_rate or options.initial_bandwidth,
-            edge_threads=options.edge_threads,
-            edge_slowdown=options.edge_slowdown,
-        ) as stack:
-            token_file = options.workdir / "admin-token"
-            token_file.write_text(stack.admin_token + "\n")
-            os.chmod(token_file, 0o600)
-            asyncio.run(_serve(stack, options, prepared, link, cases, token_file))
-            # Closing the event loop reset SIGTERM to its default: stop cleanly still.
-            signal.signal(signal.SIGTERM, signal.default_int_handler)
-    finally:
-        if link is not None:
-            link.stop()
+    with contextlib.ExitStack() as resources:
+        placement = None
+        if options.device is not None:
+            device = resources.enter_context(EdgeDevice(options.device))
+            placement = device.command_prefix
+            say(f"edge device {options.device.describe()}")
+        elif options.edge_slowdown > 1:
+            say(
+                f"edge emulated by sleeping (x{options.edge_slowdown:g}), not by cgroups: it "
+                "may use every core of this machine, and loads are not slowed"
+            )
+        link = backend = None
+        if options.link_rate:
+            link, backend = open_link(
+                options.link_kind,
+                rate_bps=parse_bandwidth(options.link_rate),
+                state_dir=options.workdir / "state",
+                edge_placement=placement,
+            )
+            resources.callback(link.close)
+            say(f"link: {LINK_DESCRIPTIONS[options.link_kind]} at {options.link_rate}")
+        _serve_stack(options, prepared, cases, link, backend, placement)
+
+
+def _serve_stack(
+    options: UpOptions,
+    prepared: Prepared,
+    cases: list[ProbeCase],
+    link: ShapedLink | TcLink | None,
+    backend: ProcessBackend | None,
+    placement: EdgePlacement | None,
+) -> None:
+    with embedded_stack(
+        prepared,
+        state_dir=options.workdir / "state",
+        strategy=options.strategy,
+        link=link,
+        backend=backend,
+        gateway_port=options.gateway_port,
+        controller_port=options.controller_port,
+        initial_bandwidth=options.link_rate or options.initial_bandwidth,
+        edge_threads=options.edge_threads,
+        edge_slowdown=1.0 if options.device else options.edge_slowdown,
+        edge_placement=placement,
+    ) as stack:
+        token_file = options.workdir / "admin-token"
+        token_file.write_text(stack.admin_token + "\n")
+        os.chmod(token_file, 0o600)
+        asyncio.run(_serve(stack, options, prepared, link, cases, token_file))
+        # Closing the event loop reset SIGTERM to its default: stop cleanly still.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 async def _serve(
     stack: EmbeddedStack,
     options: UpOptions,
     prepared: Prepared,
-    link: ShapedLink | None,
+    link: ShapedLink | TcLink | None,
     cases: list[ProbeCase],
     token_file: Path,
 ) -> None:
@@ -181,7 +216,7 @@ async def _serve(
     await asyncio.gather(*tasks, return_exceptions=True)
     server.should_exit = True
     await serving
-    _print_summary(stack, records or (client.records if client else []))
+    _print_summary(stack, options, records or (client.records if client else []))
 
 
 def _print_endpoints(
@@ -231,7 +266,7 @@ async def _report(stack: EmbeddedStack) -> None:
             )
 
 
-async def _schedule(link: ShapedLink, steps: list[tuple[float, float]]) -> None:
+async def _schedule(link: ShapedLink | TcLink, steps: list[tuple[float, float]]) -> None:
     started = time.monotonic()
     for at, rate in steps:
         await asyncio.sleep(max(0.0, started + at - time.monotonic()))
@@ -244,7 +279,7 @@ async def _stop_after(stop: asyncio.Event, seconds: float) -> None:
     stop.set()
 
 
-def _print_summary(stack: EmbeddedStack, records: list[RequestRecord]) -> None:
+def _print_summary(stack: EmbeddedStack, options: UpOptions, records: list[RequestRecord]) -> None:
     if records:
         ok = [r for r in records if r.ok]
         latencies = np.asarray([r.latency_s for r in ok]) * 1e3
@@ -261,5 +296,24 @@ def _print_summary(stack: EmbeddedStack, records: list[RequestRecord]) -> None:
         )
         for reason, count in failure_reasons(records).items():
             say(f"  failed: {count} x {reason}")
+        _print_reactions(options, records)
     for record in stack.controller.history:
         say(f"history: {json.dumps(record.as_dict())}")
+
+
+def _print_reactions(options: UpOptions, records: list[RequestRecord]) -> None:
+    """What each scheduled bandwidth change cost the demo traffic (DESIGN.md, measure 3)."""
+    times = [0.0, *(at for at, _ in options.schedule if at > 0)]
+    end = max(r.sent_s for r in records)
+    for (at, rate), reaction in zip(
+        [(at, rate) for at, rate in options.schedule if at > 0],
+        reactions(records, [t for t in times if t < end], end),
+        strict=False,
+    ):
+        say(
+            f"change at {at:g} s to {format_bandwidth(rate)}: cut {reaction['cut_before']} -> "
+            f"{reaction['settled_cut']}, right cut after {reaction['to_right_cut_s']} s; p99 of "
+            f"the next 10 s {reaction['window_p99_s']} s (max {reaction['window_max_s']} s) "
+            f"against a steady p99 of {reaction['steady_p99_s']} s; "
+            f"{reaction['excess_request_s']} excess request-s, {reaction['failed']} failed"
+        )

@@ -65,7 +65,8 @@ class DeviceSpec:
 
     def describe(self) -> str:
         return (
-            f"{self.name}: {self.cores} cores at {self.speed:.3g}x this machine's core "
+            f"{self.name}: {self.cores} core{'s' if self.cores > 1 else ''} at "
+            f"{self.speed:.3g}x this machine's core "
             f"({self.cpus:.3g} CPUs in all), {self.memory_bytes / 2**20:.0f} MiB "
             f"(cgroup CPU quota and memory limit; {self.source})"
         )
@@ -244,3 +245,95 @@ class EdgeDevice:
             )
             / 1e6
         )
+
+
+# -- named devices -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A real device by its published figures. Its per-core speed relative to this
+    machine is found by timing the same reference model here (``calibrate``)."""
+
+    name: str
+    cores: int
+    memory_bytes: int
+    reference_model: str  # a zoo model
+    reference_ms: float  # its published single-thread latency on the device
+    source: str
+
+
+PRESETS: dict[str, Preset] = {
+    # Raspberry Pi 4 Model B: 4 Cortex-A72 cores at 1.5 GHz. Speed: MLPerf Inference v1.0,
+    # Krai's rpi4coral-fan.on-tflite-v2.4.1-ruy system, MobileNetV2 1.0/224 fp32 single
+    # stream, mean latency 59.97 ms (results/.../mobilenet-v2-1.0-224-non-quantized/
+    # singlestream/performance/ranging/mlperf_log_summary.txt); its ResNet-50 figure in the
+    # same round (592.6 ms) gives a per-core speed within 15% of this one here. The
+    # thread count is not stated; if all four cores ran, a real core is slower still.
+    # Memory: the 4 GB board, half of it left to the OS and everything else on it.
+    "pi4": Preset(
+        name="pi4",
+        cores=4,
+        memory_bytes=2 * 2**30,
+        reference_model="mobilenetv2",
+        reference_ms=59.97,
+        source="MLPerf Inference v1.0, Krai, Raspberry Pi 4 at 1.5 GHz, TFLite 2.4.1",
+    ),
+}
+
+
+def calibrate(preset: Preset, workdir: Path, *, runs: int = 30) -> DeviceSpec:
+    """The preset as a ``DeviceSpec`` for this machine: speed = the reference model's
+    single-thread latency here over its published latency on the device."""
+    here_ms = reference_latency_ms(preset.reference_model, workdir, runs=runs)
+    speed = min(1.0, here_ms / preset.reference_ms)
+    return DeviceSpec(
+        preset.name,
+        cores=preset.cores,
+        speed=speed,
+        memory_bytes=preset.memory_bytes,
+        source=(
+            f"{preset.reference_model} 1 thread: {here_ms:.1f} ms here, "
+            f"{preset.reference_ms:g} ms on the device ({preset.source})"
+        ),
+    )
+
+
+def reference_latency_ms(model: str, workdir: Path, *, runs: int = 30) -> float:
+    """Median single-thread onnxruntime latency of a zoo model on this machine."""
+    import time as clock
+
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from models.zoo import build_model
+
+    path = workdir / f"{model}.onnx"
+    if not path.exists():
+        workdir.mkdir(parents=True, exist_ok=True)
+        onnx.save(build_model(model), str(path))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    graph_input = session.get_inputs()[0]
+    shape = [d if isinstance(d, int) else 1 for d in graph_input.shape]
+    feed = {graph_input.name: np.random.default_rng(0).standard_normal(shape, dtype=np.float32)}
+    for _ in range(3):
+        session.run(None, feed)
+    times = []
+    for _ in range(runs):
+        started = clock.perf_counter()
+        session.run(None, feed)
+        times.append(clock.perf_counter() - started)
+    return float(np.median(times)) * 1e3
+
+
+def device_from_cpus(cpus: float, memory_bytes: int) -> DeviceSpec:
+    """A raw device: ``cpus`` of this machine's cores in whole device cores (``1.5`` is
+    two cores at 0.75), and a memory limit."""
+    import math
+
+    cores = max(1, math.ceil(cpus))
+    return DeviceSpec(f"{cpus:g} CPUs", cores=cores, speed=cpus / cores, memory_bytes=memory_bytes)
