@@ -34,6 +34,7 @@ from models.prepare import Prepared, PrepareOptions, model_source, prepare
 from neukonfig.errors import NeukonfigError
 from neukonfig.units import format_bandwidth, parse_bandwidth
 from testbed.client_felt import reactions
+from testbed.downtime import edge_budget
 from testbed.edge_device import DeviceSpec, EdgeDevice
 from testbed.links import LINK_DESCRIPTIONS, LinkKind, open_link
 from testbed.netns import TcLink
@@ -155,6 +156,7 @@ def _serve_stack(
         edge_threads=options.edge_threads,
         edge_slowdown=1.0 if options.device else options.edge_slowdown,
         edge_placement=placement,
+        settings=edge_budget(options.device),
     ) as stack:
         token_file = options.workdir / "admin-token"
         token_file.write_text(stack.admin_token + "\n")

@@ -26,6 +26,7 @@ from neukonfig.service import (
     install_error_handlers,
     read_body,
 )
+from serving.compute_queue import ComputeQueue
 from serving.partition_host import PartitionHost, decode_inputs, health_router, start_loading
 
 
@@ -35,6 +36,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
         cut=settings.cut,
         role=Role.CLOUD,
         threads=settings.threads,
+        queue=ComputeQueue(max_wait_s=settings.max_queue_wait_s),
     )
     metrics = Metrics(service="cloud")
 
@@ -50,6 +52,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
 
     async def infer(request: Request) -> Response:
         try:
+            host.queue.admit("the cloud partition")
             feeds = decode_inputs(await read_body(request, limit=settings.max_body_bytes), host)
             outputs, seconds = await host.run(feeds)
         except Exception as error:

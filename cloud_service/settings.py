@@ -20,6 +20,11 @@ class CloudSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8200, ge=0, le=65535)
     max_body_bytes: int = Field(default=256 * 2**20, ge=1, description="Largest accepted body")
+    max_queue_wait_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="503 with Retry-After when more compute than this is already queued",
+    )
     internal_token: SecretStr | None = Field(
         default=None,
         description="Shared token the partition services require (x-neukonfig-internal-token); "

@@ -22,6 +22,12 @@ class ManualSwitch(BaseModel):
 
     cut: int = Field(ge=0)
     strategy: StrategyName | None = None
+    hold_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Keep this cut for this long, then let the controller decide again; "
+        "omitted: until POST /v1/unpin",
+    )
 
 
 def scrape_target(handle: ServiceHandle) -> dict[str, object]:
@@ -74,7 +80,14 @@ def create_app(controller: Controller) -> FastAPI:
         if body.cut not in controller.planner.indices:
             known = list(controller.planner.indices)
             raise CutNotFoundError(f"cut {body.cut} is not in the partition directory: {known}")
-        record = await controller.switch_to(body.cut, strategy=body.strategy, reason="manual")
+        record = await controller.switch_manually(
+            body.cut, strategy=body.strategy, hold_s=body.hold_s
+        )
         return record.as_dict()
+
+    @app.post("/v1/unpin", dependencies=[require_token])
+    def unpin() -> dict[str, object]:
+        pin = controller.unpin()
+        return {"unpinned": pin.describe() if pin is not None else None}
 
     return app

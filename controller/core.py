@@ -18,10 +18,10 @@ from collections.abc import AsyncIterator, Coroutine
 import httpx
 
 from controller.backends.base import ServiceHandle
-from controller.bandwidth import BandwidthEstimator, Sample, Source
 from controller.gateway_client import GatewayClient, SwitchOutcome
 from controller.health import CloudWatch
 from controller.history import Outcome, SwitchRecord
+from controller.pin import Pin
 from controller.pipelines import (
     PROBE_ROLE,
     ManagedPipeline,
@@ -40,6 +40,7 @@ from neukonfig.metrics import Metrics
 from neukonfig.protocol import PROBE_PATH, TRANSFERS_PATH
 from neukonfig.service import internal_headers
 from neukonfig.units import parse_bandwidth, parse_duration
+from serving.bandwidth import BandwidthEstimator, Sample, Source
 
 log = logging.getLogger("neukonfig.controller")
 HISTORY_SIZE = 1000
@@ -49,6 +50,12 @@ SMALL_PROBE_BYTES = 64
 MAX_PROBE_BYTES = 1 << 20
 PROBE_SLACK = 20
 MIN_PROBE_TIMEOUT_S, MAX_PROBE_TIMEOUT_S = 1.0, 10.0
+# A kernel reading older than this (as the edge reports its age) is not "now".
+KERNEL_FRESH_S = 0.5
+# A transfer in flight this many times longer than the estimate allows lowers it.
+OVERDUE_FACTOR = 2.0
+# Undelivered bytes on the link from which it counts as busy (no probing then).
+BUSY_LINK_BYTES = 16 * 1024
 
 
 class Controller:
@@ -74,12 +81,16 @@ class Controller:
             min_gain_s=settings.min_gain_s,
             min_gain_fraction=settings.min_gain_fraction,
             dwell_s=settings.dwell_s,
+            fast_gain_fraction=settings.fast_gain_fraction,
+            fast_dwell_s=settings.fast_dwell_s,
         )
         self.policy = SwitchPolicy(planner, rule=rule)
         self.pipelines: dict[str, ManagedPipeline] = {}
         self.active: ManagedPipeline | None = None
         self.history: deque[SwitchRecord] = deque(maxlen=HISTORY_SIZE)
         self.last_decision: str | None = None
+        self.pin: Pin | None = None
+        self.link_busy = False  # the active edge has data in flight on the link
         self._switch_lock = asyncio.Lock()
         self._transfer_seq: dict[str, int] = {}
         self._last_probe_s = float("-inf")
@@ -199,7 +210,9 @@ class Controller:
         await self._collect_transfers(now)
         probe_idle = self._probing is None or self._probing.done()
         due = now - self._last_probe_s >= self.estimator.window_s
-        if probe_idle and due and self.estimator.needs_probe(now):
+        # Never while the edge has data in flight: a probe behind a queue measures the
+        # queue, not the link (and the traffic itself is the better evidence then).
+        if probe_idle and due and not self.link_busy and self.estimator.needs_probe(now):
             # In the background: on a collapsed link a probe takes seconds to time out,
             # and the loop must go on deciding (and watching the cloud) meanwhile.
             self._last_probe_s = now
@@ -208,7 +221,7 @@ class Controller:
         if estimate.bits_per_second is None or self.active is None:
             return
         self.metrics.bandwidth.set(estimate.bits_per_second)
-        if not self.settings.auto or self._switch_lock.locked():
+        if not self.settings.auto or self._switch_lock.locked() or self._pinned():
             return
         decision = self.policy.decide(
             current_cut=self.active.cut,
@@ -222,6 +235,31 @@ class Controller:
         self.last_decision = f"{decision.decision.value}: {decision.detail}"
         if decision.decision is Decision.SWITCH:
             await self.switch_to(decision.best_cut, reason=decision.detail)
+
+    def _pinned(self) -> bool:
+        """True while an operator's pin holds (an expired one is dropped here)."""
+        if self.pin is not None and self.pin.expired():
+            log.info("the pin on cut %d expired: automatic switching resumes", self.pin.cut)
+            self.pin = None
+            self.policy.reset()
+        if self.pin is None:
+            return False
+        self.last_decision = f"pinned: cut {self.pin.cut} was chosen by an operator"
+        return True
+
+    async def switch_manually(
+        self, cut: int, *, strategy: StrategyName | None, hold_s: float | None
+    ) -> SwitchRecord:
+        """An operator's switch: pinned until unpinned, or for ``hold_s`` seconds."""
+        record = await self.switch_to(cut, strategy=strategy, reason="manual")
+        if record.outcome is Outcome.SWITCHED:
+            self.pin = Pin.hold(cut, hold_s)
+        return record
+
+    def unpin(self) -> Pin | None:
+        pin, self.pin = self.pin, None
+        self.policy.reset()
+        return pin
 
     @property
     def planning_bandwidth(self) -> float:
@@ -250,6 +288,8 @@ class Controller:
         return self.planner.load_s(cut)
 
     async def _collect_transfers(self, now: float) -> None:
+        """What the active edge knows of the link: completed transfers, the kernel's
+        delivery rate while busy, and transfers in flight that are overdue."""
         if self.active is None or self.active.cloud is None:
             return
         pipeline = self.active
@@ -258,7 +298,8 @@ class Controller:
             response = await self._http.get(
                 f"{pipeline.edge.url}{TRANSFERS_PATH}", params={"after": after}
             )
-            transfers = response.json()["transfers"]
+            snapshot = response.json()
+            transfers = snapshot["transfers"]
         except (httpx.HTTPError, ValueError, KeyError):
             return
         wall = time.time()
@@ -266,6 +307,32 @@ class Controller:
             at = now - max(wall - record["unix_time"], 0.0)
             self.estimator.add(Sample(at, record["bytes"], record["seconds"]))
             self._transfer_seq[pipeline.id] = max(after, record["seq"])
+        kernel = snapshot.get("kernel")
+        undelivered = (
+            kernel["undelivered_bytes"]
+            if kernel
+            else sum(f["bytes"] for f in snapshot.get("in_flight", []))
+        )
+        self.link_busy = undelivered >= BUSY_LINK_BYTES
+        if kernel and kernel["delivery_bps"] and kernel["age_s"] < KERNEL_FRESH_S:
+            self.estimator.add_kernel(now - kernel["age_s"], kernel["delivery_bps"])
+        elif snapshot.get("in_flight"):
+            self._bound_by_overdue(pipeline.cut, snapshot["in_flight"], now)
+
+    def _bound_by_overdue(self, cut: int, in_flight: list[dict[str, float]], now: float) -> None:
+        """A transfer in flight far longer than the estimate allows says the link is at
+        most its bytes over its link time so far: lower the estimate now, not when it
+        completes (on a 10x drop that is seconds later)."""
+        estimate = self.estimator.current
+        if estimate is None:
+            return
+        cloud_s = float(self.planner.cloud_s[self.planner.position(cut)])
+        overhead = self.estimator.overhead_s(Source.PASSIVE)
+        for flight in in_flight:
+            link_s = flight["age_s"] - cloud_s - overhead
+            expected = flight["bytes"] * 8 / estimate
+            if link_s > OVERDUE_FACTOR * expected and link_s > self.estimator.min_net_s:
+                self.estimator.cap(now, flight["bytes"] * 8 / link_s)
 
     async def _probe(self) -> None:
         """Send probe bytes across the link to some cloud partition, when traffic is thin:
@@ -474,5 +541,6 @@ class Controller:
             "bandwidth_bps": self.estimator.current,
             "last_decision": self.last_decision,
             "switching": self._switch_lock.locked(),
+            "pin": self.pin.describe() if self.pin is not None else None,
             "pipelines": [p.describe() for p in self.pipelines.values()],
         }

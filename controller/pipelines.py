@@ -13,7 +13,11 @@ from controller.backends.base import Backend, ServiceHandle, ServiceKind, Servic
 
 
 class Link(Protocol):
-    """How the edge reaches the cloud: ``route`` maps a cloud URL to the edge's view of it."""
+    """How the edge reaches the cloud: ``route`` maps a cloud URL to the edge's view of it.
+    ``kernel_sees_link``: the edge's TCP connections cross the link itself, so TCP_INFO
+    tells its rate (not so behind a user-space proxy, where the kernel sees loopback)."""
+
+    kernel_sees_link: bool
 
     def route(self, url: str) -> str: ...
 
@@ -22,6 +26,8 @@ class Link(Protocol):
 
 class DirectLink:
     """The edge talks to the cloud directly (real two-host deployments)."""
+
+    kernel_sees_link = True
 
     def route(self, url: str) -> str:
         return url
@@ -158,6 +164,8 @@ class PipelineLauncher:
             settings["cloud_url"] = cloud_url
         if kind is ServiceKind.EDGE_PARTITION and self.edge_slowdown > 1:
             settings["slowdown"] = str(self.edge_slowdown)
+        if kind is ServiceKind.EDGE_PARTITION and not self.link.kernel_sees_link:
+            settings["kernel_link_evidence"] = "false"
         role = "edge" if kind is ServiceKind.EDGE_PARTITION else "cloud"
         return ServiceSpec(
             kind, f"{pipeline_id}-{role}", settings, {**labels, "neukonfig.role": role}

@@ -39,7 +39,7 @@ class ControllerSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8300, ge=0, le=65535)
 
-    tick_s: float = Field(default=0.2, gt=0, description="Control loop period")
+    tick_s: float = Field(default=0.1, gt=0, description="Control loop period")
     initial_bandwidth: str = Field(default="50mbit", description="Plan the first cut for this")
     rtt: str = Field(default="0ms", description="Link round-trip time the planner assumes")
     edge_threads: int = Field(default=1, ge=1, description="onnxruntime threads per edge partition")
@@ -50,7 +50,7 @@ class ControllerSettings(BaseSettings):
     start_timeout_s: float = Field(default=120.0, gt=0, description="Bound on a pipeline start")
     drain_timeout_s: float = Field(default=30.0, ge=0)
     probe_bytes: int = Field(default=16 * 1024, ge=1024, description="Smallest active probe")
-    max_standby: int = Field(default=1, ge=0, description="Standby pipelines kept (standby only)")
+    max_standby: int = Field(default=2, ge=0, description="Standby pipelines kept (standby only)")
     edge_memory_budget_mb: float | None = Field(
         default=None, gt=0, description="Edge memory that standby pipelines may fill"
     )
@@ -58,6 +58,14 @@ class ControllerSettings(BaseSettings):
     min_gain_s: float = Field(default=0.002, ge=0)
     min_gain_fraction: float = Field(default=0.05, ge=0, lt=1)
     dwell_s: float = Field(default=1.0, ge=0, description="How long an advantage must last")
+    fast_gain_fraction: float = Field(
+        default=0.3,
+        gt=0,
+        description="An advantage this large (a share of the current latency) is a real step",
+    )
+    fast_dwell_s: float = Field(
+        default=0.2, ge=0, description="How long a large advantage must last"
+    )
     cloud_check_s: float = Field(
         default=0.5, gt=0, description="How often the active cloud partition's health is read"
     )

@@ -2,7 +2,7 @@
 its cloud peer over a pool of keep-alive connections (``neukonfig.peer_client``).
 
     POST /v1/infer      wire frame of the model inputs -> wire frame of the model outputs
-    GET  /v1/transfers  recent transfers (bytes, seconds) for passive bandwidth estimates
+    GET  /v1/transfers  transfers done and in flight, and the kernel's view of the link
     GET  /health/live, /health/ready, /v1/partition, /metrics
 
 Cut N (all-edge) never touches the network; cut 0 (all-cloud) forwards the raw input.
@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import time
-from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import asdict
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
+from edge_service.link import LinkMonitor
 from edge_service.settings import EdgePartitionSettings
 from models.runtime import Role
 from neukonfig import wire
@@ -44,7 +44,6 @@ from neukonfig.protocol import (
     TRANSFER_BYTES_HEADER,
     TRANSFER_SECONDS_HEADER,
     TRANSFERS_PATH,
-    Transfer,
 )
 from neukonfig.service import (
     add_metrics_route,
@@ -54,9 +53,20 @@ from neukonfig.service import (
     internal_headers,
     read_body,
 )
-from serving.partition_host import PartitionHost, decode_inputs, health_router, start_loading
+from serving.compute_queue import ComputeQueue
+from serving.partition_host import (
+    LoadState,
+    PartitionHost,
+    decode_inputs,
+    health_router,
+    start_loading,
+)
 
 _FRAME_HEADERS = {"content-type": wire.CONTENT_TYPE}
+# The link counts as backed up when a frame would take this many times its normal time,
+# and at least this much longer.
+BACKLOG_FACTOR = 2.0
+BACKLOG_MIN_S = 0.05
 log = logging.getLogger("neukonfig.edge")
 
 
@@ -96,11 +106,20 @@ class CloudBreaker:
         self._trial_running = False
 
 
-class LocalTail:
-    """This cut's tail on the edge, for when the cloud cannot answer. Loaded on the first
-    failure and kept; with shared weights its weights stay mapped from weights.bin."""
+class LocalReason(str, enum.Enum):
+    """Why the edge answered with its own copy of the tail."""
 
-    def __init__(self, settings: EdgePartitionSettings) -> None:
+    CLOUD_DOWN = "cloud-down"  # the cloud partition gave no usable answer
+    LINK_BACKLOG = "link-backlog"  # the link was backed up: finishing here was sooner
+
+
+class LocalTail:
+    """This cut's tail on the edge: for when the cloud cannot answer, and for when the
+    link is so backed up that finishing here is sooner. Preloaded after the head (or
+    loaded on the first cloud failure); with shared weights its weights stay mapped from
+    weights.bin. It takes turns with the head: one process, one share of the device."""
+
+    def __init__(self, settings: EdgePartitionSettings, queue: ComputeQueue) -> None:
         self.host = PartitionHost(
             directory=settings.partition_dir,
             cut=settings.cut,
@@ -108,31 +127,40 @@ class LocalTail:
             threads=settings.threads,
             slowdown=settings.slowdown,
             share_weights=settings.share_weights,
+            queue=queue,
         )
         self._loading: asyncio.Task[None] | None = None
 
-    async def run(self, frame: bytes) -> tuple[bytes, float]:
+    def load(self) -> asyncio.Task[None]:
         if self._loading is None:
-            self._loading = asyncio.create_task(self.host.load())
-        await asyncio.shield(self._loading)
+            self._loading = asyncio.create_task(self.host.load(), name="load-local-tail")
+        return self._loading
+
+    @property
+    def expected_s(self) -> float | None:
+        """One run's time here, once loaded (None before: not a choice yet)."""
+        if self.host.state is not LoadState.READY or self.host.warm_run_seconds is None:
+            return None
+        return self.host.warm_run_seconds * self.host.slowdown
+
+    async def run(self, frame: bytes) -> tuple[bytes, float]:
+        await asyncio.shield(self.load())
         outputs, seconds = await self.host.run(decode_inputs(frame, self.host))
         return wire.encode(outputs), seconds
 
 
-class TransferLog:
-    def __init__(self, size: int) -> None:
-        self._records: deque[Transfer] = deque(maxlen=size)
-        self._seq = 0
+class CloudTimes:
+    """A running average of the cloud's compute time, for predicting a cloud call."""
 
-    def add(self, *, size: int, seconds: float, cloud_seconds: float) -> None:
-        self._seq += 1
-        self._records.append(Transfer(self._seq, time.time(), size, seconds, cloud_seconds))
+    def __init__(self) -> None:
+        self.seconds = 0.0
 
-    def after(self, seq: int) -> list[Transfer]:
-        return [record for record in self._records if record.seq > seq]
+    def record(self, seconds: float) -> None:
+        self.seconds += 0.2 * (seconds - self.seconds)
 
 
 def create_app(settings: EdgePartitionSettings) -> FastAPI:
+    queue = ComputeQueue(max_wait_s=settings.max_queue_wait_s)
     host = PartitionHost(
         directory=settings.partition_dir,
         cut=settings.cut,
@@ -140,9 +168,9 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
         threads=settings.threads,
         slowdown=settings.slowdown,
         share_weights=settings.share_weights,
+        queue=queue,
     )
     metrics = Metrics(service="edge")
-    transfers = TransferLog(settings.transfer_log_size)
     cloud = (
         PeerClient(
             settings.cloud_url,
@@ -153,16 +181,27 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
         if settings.cloud_url
         else None
     )
-    fallback = LocalTail(settings) if settings.fallback_local_tail else None
+    link = LinkMonitor(cloud, kernel_evidence=settings.kernel_link_evidence)
+    fallback = LocalTail(settings, queue) if settings.fallback_local_tail and cloud else None
     breaker = CloudBreaker(settings.cloud_retry_s)
+    cloud_times = CloudTimes()
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         loading = start_loading(host)
+        preloading = asyncio.create_task(preload_local_tail(loading))
         yield
         loading.cancel()
+        preloading.cancel()
         if cloud is not None:
             await cloud.aclose()
+
+    async def preload_local_tail(head: asyncio.Task[None]) -> None:
+        """After the head is ready (readiness comes first), so that a backed-up link can
+        be answered here from the first request that finds it so."""
+        await head
+        if fallback is not None and settings.preload_local_tail:
+            await fallback.load()
 
     app = FastAPI(title="neukonfig edge partition", lifespan=lifespan)
     install_error_handlers(app)
@@ -172,19 +211,45 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
         if cloud is None:
             raise NotReadyError("no cloud_url configured for a cut that needs the cloud")
         started = time.perf_counter()
+        token = link.begin(len(frame))
+        delivered, transfer_seconds, cloud_seconds = False, 0.0, 0.0
         try:
-            response = await cloud.post(INFER_PATH, content=frame, headers=_FRAME_HEADERS)
-        except UpstreamTimeoutError as error:
-            raise CloudDownError(f"cloud partition timed out: {error.message}") from error
-        except UpstreamError as error:
-            raise CloudDownError(f"cloud partition unreachable: {error.message}") from error
-        round_trip = time.perf_counter() - started
-        if response.status_code >= 500:
-            raise CloudDownError(f"cloud partition answered {response.status_code}")
-        if response.status_code != 200:
-            raise UpstreamError(f"cloud partition answered {response.status_code}: {response.text}")
-        cloud_seconds = float(response.headers.get(COMPUTE_SECONDS_HEADER, 0.0))
-        return response.content, max(round_trip - cloud_seconds, 0.0), cloud_seconds
+            try:
+                response = await cloud.post(INFER_PATH, content=frame, headers=_FRAME_HEADERS)
+            except UpstreamTimeoutError as error:
+                raise CloudDownError(f"cloud partition timed out: {error.message}") from error
+            except UpstreamError as error:
+                raise CloudDownError(f"cloud partition unreachable: {error.message}") from error
+            round_trip = time.perf_counter() - started
+            if response.status_code >= 500:
+                raise CloudDownError(f"cloud partition answered {response.status_code}")
+            if response.status_code != 200:
+                raise UpstreamError(
+                    f"cloud partition answered {response.status_code}: {response.text}"
+                )
+            cloud_seconds = float(response.headers.get(COMPUTE_SECONDS_HEADER, 0.0))
+            transfer_seconds = max(round_trip - cloud_seconds, 0.0)
+            delivered = True
+        finally:
+            link.end(
+                token, seconds=transfer_seconds, cloud_seconds=cloud_seconds, delivered=delivered
+            )
+        cloud_times.record(cloud_seconds)
+        return response.content, transfer_seconds, cloud_seconds
+
+    def backed_up(size: int) -> bool:
+        """Is the link far slower than normal now, and would this frame finish sooner on
+        the edge? (A link at its normal speed is the planner's business, not this.)"""
+        if fallback is None:
+            return False
+        local, through_link = fallback.expected_s, link.link_seconds(size)
+        normal = link.normal_seconds()
+        if local is None or through_link is None or normal is None:
+            return False
+        if through_link < max(normal * BACKLOG_FACTOR, normal + BACKLOG_MIN_S):
+            return False
+        local += queue.expected_wait_s()
+        return through_link + cloud_times.seconds > local * settings.local_margin
 
     async def serve(body: bytes) -> Response:
         feeds = decode_inputs(body, host)
@@ -197,16 +262,17 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
             )
         frame = body if host.partition.session is None else wire.encode(intermediate)
         if fallback is not None and breaker.skip_cloud():
-            return await answer_locally(frame, headers)
+            return await answer_locally(frame, headers, LocalReason.CLOUD_DOWN)
+        if backed_up(len(frame)):
+            return await answer_locally(frame, headers, LocalReason.LINK_BACKLOG)
         try:
             outputs, transfer_seconds, cloud_seconds = await call_cloud(frame)
         except CloudDownError:
             if fallback is None:
                 raise
             breaker.failed()
-            return await answer_locally(frame, headers)
+            return await answer_locally(frame, headers, LocalReason.CLOUD_DOWN)
         breaker.succeeded()
-        transfers.add(size=len(frame), seconds=transfer_seconds, cloud_seconds=cloud_seconds)
         metrics.observe_stage(Stage.TRANSFER, transfer_seconds)
         metrics.transfer_bytes.inc(len(frame))
         headers |= {
@@ -217,16 +283,22 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
         # The cloud's frame already holds the model outputs: pass it on without re-encoding.
         return Response(outputs, media_type=wire.CONTENT_TYPE, headers=headers)
 
-    async def answer_locally(frame: bytes, headers: dict[str, str]) -> Response:
+    async def answer_locally(
+        frame: bytes, headers: dict[str, str], reason: LocalReason
+    ) -> Response:
         assert fallback is not None
         outputs, tail_seconds = await fallback.run(frame)
-        metrics.fallbacks.inc()
-        headers |= {CLOUD_SECONDS_HEADER: f"{tail_seconds:.9f}", FALLBACK_HEADER: "local-tail"}
+        metrics.fallbacks.labels(reason.value).inc()
+        headers |= {
+            CLOUD_SECONDS_HEADER: f"{tail_seconds:.9f}",
+            FALLBACK_HEADER: f"local-tail; reason={reason.value}",
+        }
         return Response(outputs, media_type=wire.CONTENT_TYPE, headers=headers)
 
     async def infer(request: Request) -> Response:
         started = time.perf_counter()
         try:
+            queue.admit("the edge partition")
             response = await serve(await read_body(request, limit=settings.max_body_bytes))
         except Exception as error:
             metrics.count_request(getattr(error, "status_code", 500))
@@ -242,7 +314,8 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
     app.include_router(health_router(host))
 
     @app.get(TRANSFERS_PATH)
-    def recent_transfers(after: int = 0) -> dict[str, list[dict[str, float | int]]]:
-        return {"transfers": [asdict(record) for record in transfers.after(after)]}
+    def link_state(after: int = 0) -> dict[str, object]:
+        """Completed transfers after ``after``, those in flight, and the kernel's reading."""
+        return link.snapshot(after)
 
     return app

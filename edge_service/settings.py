@@ -57,6 +57,26 @@ class EdgePartitionSettings(BaseSettings):
     transfer_log_size: int = Field(
         default=4096, ge=16, description="Transfers kept for /v1/transfers"
     )
+    max_queue_wait_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="503 with Retry-After when more compute than this is already queued",
+    )
+    kernel_link_evidence: bool = Field(
+        default=True,
+        description="Read the link's rate and backlog from TCP_INFO on the sockets to the "
+        "cloud; off when the kernel's path is not the link (the user-space shaping proxy)",
+    )
+    preload_local_tail: bool = Field(
+        default=True,
+        description="Load the local tail after the head, so that requests can finish here "
+        "when the link is backed up (not only when the cloud fails)",
+    )
+    local_margin: float = Field(
+        default=1.2,
+        ge=1.0,
+        description="Finish here when the link path is predicted this many times slower",
+    )
 
     @field_validator("cloud_url")
     @classmethod

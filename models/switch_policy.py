@@ -11,6 +11,8 @@ So a switch needs all of:
    can pull the service over it; only a bandwidth clearly past it can.
 2. **Dwell.** That advantage must have held on every estimate for ``dwell_s`` seconds
    and at least ``min_estimates`` estimates in a row. A brief dip does not move us.
+   A large advantage (``fast_gain_fraction`` of the current latency or more: a 10x step,
+   not noise) needs only ``fast_dwell_s``, so the service reacts within a second.
    Going back to a cut left less than ``flap_window_s`` ago doubles the dwell for each
    such recent move, so a link that flaps around a boundary faster than the dwell
    settles on one side instead of dragging the service along.
@@ -56,6 +58,8 @@ class SwitchRule:
     min_estimates: int = 3
     horizon_s: float = 60.0
     flap_window_s: float = 20.0
+    fast_gain_fraction: float = 0.3
+    fast_dwell_s: float = 0.2
 
     def __post_init__(self) -> None:
         if self.min_gain_s < 0 or not 0 <= self.min_gain_fraction < 1:
@@ -137,7 +141,8 @@ class SwitchPolicy:
                 f"cut {best.cut} gains {gain * 1e3:.2f} ms < {needed * 1e3:.2f} ms needed",
             )
         waited_s, estimates = self._hold(current_cut, now_s)
-        dwell_s = self._dwell_s(best.cut, now_s)
+        large = gain >= self.rule.fast_gain_fraction * current_s
+        dwell_s = self._dwell_s(best.cut, now_s, large=large)
         if waited_s < dwell_s or estimates < self.rule.min_estimates:
             return result(
                 Decision.STAY,
@@ -162,12 +167,15 @@ class SwitchPolicy:
             f"cut {best.cut} beats cut {current_cut} by {gain * 1e3:.2f} ms",
         )
 
-    def _dwell_s(self, target_cut: int, now_s: float) -> float:
-        """The rule's dwell, doubled for every recent move away from ``target_cut``."""
+    def _dwell_s(self, target_cut: int, now_s: float, *, large: bool) -> float:
+        """The rule's dwell (short for a large advantage), doubled for every recent move
+        away from ``target_cut``."""
         while self._moves and self._moves[0][0] < now_s - self.rule.flap_window_s:
             self._moves.popleft()
         returns = sum(1 for _, left, _ in self._moves if left == target_cut)
-        return self.rule.dwell_s * 2**returns
+        fast = min(self.rule.fast_dwell_s, self.rule.dwell_s)
+        base = fast if large and not returns else self.rule.dwell_s
+        return base * 2**returns
 
     def _hold(self, current_cut: int, now_s: float) -> tuple[float, int]:
         """Extend (or start) the run of estimates in which leaving ``current_cut`` paid."""

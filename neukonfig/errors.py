@@ -84,6 +84,17 @@ class NotReadyError(NeukonfigError):
     status_code = 503
 
 
+class OverloadedError(NeukonfigError):
+    """More work is waiting than can finish in time: refused at once, with when to retry,
+    rather than queued into a timeout."""
+
+    status_code = 503
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class UpstreamError(NeukonfigError):
     """A peer service (edge or cloud partition) failed or could not be reached."""
 

@@ -95,7 +95,10 @@ class Metrics:
     def fallbacks(self) -> Counter:
         return Counter(
             "neukonfig_fallbacks",
-            "Requests the edge answered with its own copy of the tail (cloud unavailable)",
+            "Requests the edge answered with its own copy of the tail, by reason: "
+            "cloud-down (the cloud gave no usable answer) or link-backlog (finishing on the "
+            "edge was sooner than through the backed-up link)",
+            ["reason"],
             registry=self.registry,
         )
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -157,6 +158,16 @@ class PeerClient:
         traceback: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    def sockets(self) -> list[socket.socket]:
+        """The open connections' sockets, for reading what the kernel knows of the path
+        (``neukonfig.tcp_info``); never to read or write on."""
+        found = []
+        for connection in list(self._open):
+            sock = connection.writer.get_extra_info("socket")
+            if sock is not None:
+                found.append(sock)
+        return found
 
     async def get(
         self, path: str, *, headers: Mapping[str, str] | None = None, timeout: float | None = None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -20,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from neukonfig.errors import (
     BodyTimeoutError,
     NeukonfigError,
+    OverloadedError,
     PayloadTooLargeError,
     UnauthorizedError,
 )
@@ -39,7 +41,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(NeukonfigError)
     async def _ours(_request: Request, error: NeukonfigError) -> JSONResponse:
-        return error_response(error.status_code, error.message)
+        response = error_response(error.status_code, error.message)
+        if isinstance(error, OverloadedError):
+            response.headers["retry-after"] = str(max(1, math.ceil(error.retry_after_s)))
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, error: RequestValidationError) -> JSONResponse:

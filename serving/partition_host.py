@@ -24,6 +24,7 @@ from models.runtime import Partition, Role, load_partition, warm_up
 from neukonfig.errors import NotReadyError
 from neukonfig.protocol import LIVE_PATH, PARTITION_INFO_PATH, READY_PATH
 from neukonfig.wire import ExpectedTensor, decode
+from serving.compute_queue import ComputeQueue
 
 log = logging.getLogger("neukonfig.partition")
 
@@ -50,6 +51,7 @@ class PartitionHost:
         threads: int | None,
         slowdown: float = 1.0,
         share_weights: bool = False,
+        queue: ComputeQueue | None = None,
     ) -> None:
         self.directory = directory
         # Emulates a device `slowdown` times slower than this host by sleeping after each
@@ -64,6 +66,8 @@ class PartitionHost:
         self.load_seconds: float | None = None
         self.warm_run_seconds: float | None = None
         self._partition: Partition | None = None
+        # Shared by every session of the process (a head and its local tail take turns).
+        self.queue = queue or ComputeQueue(max_wait_s=float("inf"))
 
     async def load(self) -> None:
         if self.cut is None:  # probe-only: answers bandwidth probes, runs nothing
@@ -110,16 +114,21 @@ class PartitionHost:
         return self.partition.inputs
 
     async def run(self, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
-        """Run off the event loop (onnxruntime releases the GIL); returns outputs and seconds."""
+        """Run in this process's turn, off the event loop (onnxruntime releases the GIL);
+        returns outputs and the seconds the run took (its wait for a turn excluded)."""
         partition = self.partition
-        started = time.perf_counter()
         if self.warm_run_seconds is not None and self.warm_run_seconds < INLINE_RUN_MAX_S:
-            outputs = partition.run(feeds)
-        else:
+            started = time.perf_counter()
+            return partition.run(feeds), time.perf_counter() - started
+        async with self.queue.slot():
+            started = time.perf_counter()
             outputs = await anyio.to_thread.run_sync(partition.run, feeds)
-        if self.slowdown > 1 and partition.session is not None:
-            await asyncio.sleep((time.perf_counter() - started) * (self.slowdown - 1))
-        return outputs, time.perf_counter() - started
+            if self.slowdown > 1 and partition.session is not None:
+                # The emulated device is busy for the whole time: the sleep holds the turn.
+                await asyncio.sleep((time.perf_counter() - started) * (self.slowdown - 1))
+            seconds = time.perf_counter() - started
+        self.queue.record(seconds)
+        return outputs, seconds
 
     def info(self) -> dict[str, object]:
         partition = self._partition
@@ -133,6 +142,12 @@ class PartitionHost:
             "inputs": [t.name for t in partition.inputs] if partition else None,
             "outputs": partition.outputs if partition else None,
             "load_seconds": self.load_seconds,
+            "queue": {
+                "waiting": self.queue.waiting,
+                "expected_wait_s": self.queue.expected_wait_s(),
+                "run_s": self.queue.run_s,
+                "refused": self.queue.refused,
+            },
             "warm_run_seconds": self.warm_run_seconds,
             "slowdown": self.slowdown,
             # PSS, not RSS: weights mapped by several heads are shared between them.

@@ -114,6 +114,13 @@ class RawRun:
     cgroup_peak_bytes: int | None = None
 
 
+def edge_budget(device: DeviceSpec | None) -> dict[str, float]:
+    """Standby pipelines may fill 80% of the device's memory limit, not more."""
+    if device is None:
+        return {}
+    return {"edge_memory_budget_mb": round(device.memory_bytes * 0.8 / 2**20)}
+
+
 def edge_memory(pids: list[int]) -> tuple[int, int]:
     """PSS and RSS summed over the edge processes: PSS splits shared pages (weights
     mapped by several heads, shared libraries) between them, so the sum is not inflated."""
@@ -214,7 +221,7 @@ def _serve_through_schedule(
             edge_slowdown=1.0 if device is not None else scenario.edge_slowdown,
             initial_bandwidth=format_bandwidth(scenario.schedule[0][1]),
             edge_placement=placement,
-            settings={"auto": name != CONTROL},
+            settings={"auto": name != CONTROL, **edge_budget(scenario.device)},
         ) as stack:
             client = ProbeClient(
                 url=stack.infer_url,

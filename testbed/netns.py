@@ -39,6 +39,9 @@ def netns_available() -> bool:
 
 
 class TcLink:
+    # The edge's sockets cross the shaped veth: TCP_INFO measures the link itself.
+    kernel_sees_link = True
+
     def __init__(self, *, rate_bps: float) -> None:
         if not netns_available():
             raise NetnsUnavailableError("a tc/netns link needs root and the ip and tc commands")

@@ -66,6 +66,9 @@ class ShapedLink:
     forwarded to ``url``'s host and port, paced by the link's rate.
     """
 
+    # The edge's sockets end at this proxy on loopback: TCP_INFO there is not the link's.
+    kernel_sees_link = False
+
     def __init__(self, *, rate_bps: float, listen_host: str = "127.0.0.1") -> None:
         self.listen_host = listen_host
         self.initial_rate_bps = rate_bps

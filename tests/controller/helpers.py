@@ -55,6 +55,7 @@ def controller_process_settings(
         "state_dir": str(state),
         "strategy": "switch_standby",
         "auto": "false",
+        "max_standby": "1",
         **more,
     }
 

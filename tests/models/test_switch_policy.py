@@ -23,6 +23,8 @@ from models.traces import naive_switches, noise_around, ramp, square_wave, wande
 from tests.profile_cases import THREE_CUTS, UPPER_CROSSOVER_BPS, planner_for
 
 RATE_HZ = 10.0
+# The plain dwell for every advantage, however large: what the older tests below test.
+PLAIN = SwitchRule(fast_gain_fraction=1.0)
 
 
 @pytest.fixture
@@ -32,7 +34,7 @@ def planner() -> Planner:
 
 def test_square_wave_switches_once_per_level_change_after_the_dwell(planner: Planner) -> None:
     trace = square_wave(high=50e6, low=5e6, half_period_s=30.0, periods=5, rate_hz=RATE_HZ)
-    rule = SwitchRule()
+    rule = PLAIN
     events = replay(SwitchPolicy(planner, rule=rule), trace, start_cut=0)
     level_changes = [
         t for (t, b), (_, before) in zip(trace[1:], trace, strict=False) if b != before
@@ -97,10 +99,23 @@ def test_the_gain_band_stops_slow_wander_that_the_dwell_lets_through(planner: Pl
 
 def test_a_dip_shorter_than_the_dwell_is_ignored(planner: Planner) -> None:
     dip = [(t / RATE_HZ, 5e6 if 100 <= t < 115 else 50e6) for t in range(400)]
-    assert replay(SwitchPolicy(planner), dip, start_cut=0) == []
+    assert replay(SwitchPolicy(planner, rule=PLAIN), dip, start_cut=0) == []
     # The dwell restarts after the dip: two short dips never add up to one long one.
     dips = [(t / RATE_HZ, 5e6 if (100 <= t < 115 or 120 <= t < 135) else 50e6) for t in range(400)]
-    assert replay(SwitchPolicy(planner), dips, start_cut=0) == []
+    assert replay(SwitchPolicy(planner, rule=PLAIN), dips, start_cut=0) == []
+
+
+def test_a_large_step_is_followed_within_the_fast_dwell(planner: Planner) -> None:
+    """A 10x drop makes all-cloud several times slower than all-edge: no noise does
+    that, so the move comes after the fast dwell, not the plain one; a blip shorter than
+    the fast dwell still moves nothing."""
+    rule = SwitchRule(dwell_s=2.0, fast_dwell_s=0.2)
+    step = [(t / RATE_HZ, 5e6 if t >= 100 else 50e6) for t in range(200)]
+    (event,) = replay(SwitchPolicy(planner, rule=rule), step, start_cut=0)
+    assert (event.from_cut, event.to_cut) == (0, 2)
+    assert event.time_s - 10.0 <= rule.fast_dwell_s + 2.5 / RATE_HZ
+    blip = [(t / RATE_HZ, 5e6 if t == 100 else 50e6) for t in range(200)]
+    assert replay(SwitchPolicy(planner, rule=rule), blip, start_cut=0) == []
 
 
 def test_decisions_name_their_reason(planner: Planner) -> None:

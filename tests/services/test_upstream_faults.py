@@ -99,7 +99,7 @@ def test_a_dead_cloud_is_answered_by_the_edges_local_tail(
     for _ in range(3):  # the first loads the tail; the breaker sends the next ones local
         response = infer(fallback_stack)
         assert response.status_code == 200, response.text
-        assert response.headers[FALLBACK_HEADER] == "local-tail"
+        assert response.headers[FALLBACK_HEADER] == "local-tail; reason=cloud-down"
         np.testing.assert_allclose(
             outputs_of(response)["logits"],
             expected_logits(tiny_parts, BATCH),
@@ -107,4 +107,4 @@ def test_a_dead_cloud_is_answered_by_the_edges_local_tail(
             atol=1e-5,
         )
     metrics = httpx.get(f"{edge.url}/metrics").text
-    assert "neukonfig_fallbacks_total 3.0" in metrics
+    assert 'neukonfig_fallbacks_total{reason="cloud-down"} 3.0' in metrics

@@ -13,7 +13,12 @@ samples, those whose time is still ``min_net_s`` or more once it is out. Active 
 cancel it themselves: a small and a large probe back to back, whose difference is the
 link's time for the extra bytes.
 
-The estimate is the bytes in a sliding window over the time the link was busy
+Freshest of all is the kernel: TCP_INFO's delivery rate on the sockets toward the cloud,
+measured by the sender per acknowledgement while the link is busy (read by the edge,
+``edge_service.link``). Readings from the last ``kernel_window_s`` are used instead of
+any transfer window: they follow a step within a round trip, saturated link or not.
+
+Otherwise the estimate is the bytes in a sliding window over the time the link was busy
 carrying them: the union of the transfers' intervals, so transfers that overlap (a
 saturated link, requests queueing behind each other) are not counted twice, and tiny
 transfers that are mostly round-trip time weigh little. It is smoothed across
@@ -38,6 +43,7 @@ SMALL_BYTES = 2048
 class Source(str, enum.Enum):
     PASSIVE = "passive"
     ACTIVE = "active"
+    KERNEL = "kernel"  # TCP_INFO's delivery rate, read while the link was busy
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,7 @@ class BandwidthEstimator:
         max_age_s: float = 10.0,
         min_net_s: float = 0.002,
         overhead_horizon_s: float = 30.0,
+        kernel_window_s: float = 0.3,
     ) -> None:
         if not 0 < smoothing <= 1:
             raise ValueError("smoothing must be in (0, 1]")
@@ -89,6 +96,8 @@ class BandwidthEstimator:
         self._smoothed: float | None = None
         self._source: Source | None = None
         self._small: dict[Source, deque[Sample]] = {source: deque() for source in Source}
+        self.kernel_window_s = kernel_window_s
+        self._kernel: deque[tuple[float, float]] = deque()  # (monotonic time, bits/s)
         self._newest_informative_s: float | None = None
 
     def add(self, sample: Sample) -> None:
@@ -104,6 +113,12 @@ class BandwidthEstimator:
             return  # mostly fixed cost: it would read the link as far slower than it is
         self._samples.append(sample)
         self._newest_informative_s = max(self._newest_informative_s or sample.at_s, sample.at_s)
+
+    def add_kernel(self, at_s: float, bits_per_second: float) -> None:
+        """A delivery-rate reading from the kernel, taken while data was in flight."""
+        if bits_per_second > 0:
+            self._kernel.append((at_s, bits_per_second))
+            self._newest_informative_s = max(self._newest_informative_s or at_s, at_s)
 
     def overhead_s(self, source: Source) -> float:
         """The fixed cost of one transfer from ``source``: its fastest recent small one."""
@@ -146,8 +161,13 @@ class BandwidthEstimator:
     def update(self, now_s: float) -> Estimate:
         """Fold the current window into the estimate; call once per control tick."""
         self._expire(now_s)
-        window = self._window_rate()
-        if window is not None:
+        while self._kernel and self._kernel[0][0] < now_s - self.kernel_window_s:
+            self._kernel.popleft()
+        if self._kernel:
+            readings = sorted(bps for _, bps in self._kernel)
+            self._smoothed = self._blend(readings[len(readings) // 2])
+            self._source = Source.KERNEL
+        elif (window := self._window_rate()) is not None:
             self._smoothed = self._blend(window)
             self._source = self._window_source()
         age = None if self._newest_informative_s is None else now_s - self._newest_informative_s

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from controller.bandwidth import BandwidthEstimator, Sample, Source
+from serving.bandwidth import BandwidthEstimator, Sample, Source
 
 TICK = 0.1
 

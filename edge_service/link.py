@@ -1,0 +1,165 @@
+"""What the edge knows about its link to the cloud, right now.
+
+Three kinds of evidence, freshest first:
+
+- **The kernel.** ``TCP_INFO`` on the sockets toward the cloud: the delivery rate the
+  sender measured from acknowledgements (per ACK, so within a round trip of a change),
+  and the bytes written but not yet acknowledged. Trusted only when the kernel's TCP
+  path is the link itself (``kernel_evidence``): behind the user-space shaping proxy the
+  kernel sees loopback.
+- **Transfers in flight.** A transfer that has taken X s for B bytes says the link is at
+  most (B + what completed meanwhile) / X *now*, before it completes.
+- **Completed transfers** (bytes, seconds), as before.
+
+The partition service records every cloud call here (``begin``/``end``), answers
+``/v1/transfers`` from ``snapshot`` (the controller's estimator reads it), and asks
+``link_seconds`` whether a frame sent now would take longer than finishing locally.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+
+from neukonfig.peer_client import PeerClient
+from neukonfig.protocol import Transfer
+from neukonfig.tcp_info import read_tcp_info
+from serving.bandwidth import BandwidthEstimator, Sample
+
+# A kernel reading older than this is not "now".
+KERNEL_FRESH_S = 0.5
+# A transfer younger than this says nothing yet (round trip, HTTP and cloud compute).
+IN_FLIGHT_EVIDENCE_S = 0.05
+# How far back "normal" reaches: the quickest transfer in this time is the unloaded link.
+NORMAL_HORIZON_S = 30.0
+
+
+@dataclass(frozen=True)
+class KernelReading:
+    at_s: float  # monotonic
+    delivery_bps: float | None  # summed over connections busy and not app-limited
+    undelivered_bytes: int  # written to the sockets, not yet acknowledged
+    busy_connections: int
+    min_rtt_s: float | None
+
+
+@dataclass
+class _InFlight:
+    bytes: int
+    started_s: float  # monotonic
+
+
+class LinkMonitor:
+    def __init__(
+        self, cloud: PeerClient | None, *, kernel_evidence: bool, history_size: int = 4096
+    ) -> None:
+        self.cloud = cloud
+        self.kernel_evidence = kernel_evidence
+        self._in_flight: dict[int, _InFlight] = {}
+        self._ids = itertools.count(1)
+        self._history: deque[Transfer] = deque(maxlen=history_size)
+        self._seq = 0
+        self._last_kernel: KernelReading | None = None
+        self._recent: deque[tuple[float, float]] = deque()
+        # The edge's own view, for deciding per request; the controller keeps its own.
+        self.estimator = BandwidthEstimator(window_s=1.0)
+
+    # -- the partition service's calls -------------------------------------------------
+
+    def begin(self, size: int) -> int:
+        token = next(self._ids)
+        self._in_flight[token] = _InFlight(size, time.monotonic())
+        return token
+
+    def end(self, token: int, *, seconds: float, cloud_seconds: float, delivered: bool) -> None:
+        """A cloud call ended; ``delivered``: it completed (a failure teaches no rate)."""
+        flight = self._in_flight.pop(token, None)
+        if flight is None or not delivered:
+            return
+        self._seq += 1
+        self._history.append(Transfer(self._seq, time.time(), flight.bytes, seconds, cloud_seconds))
+        now = time.monotonic()
+        self.estimator.add(Sample(now, flight.bytes, seconds))
+        self._recent.append((now, seconds))
+        while self._recent and self._recent[0][0] < now - NORMAL_HORIZON_S:
+            self._recent.popleft()
+
+    def normal_seconds(self) -> float | None:
+        """The quickest recent transfer: what crossing takes when the link is not backed up."""
+        return min((seconds for _, seconds in self._recent), default=None)
+
+    # -- what it knows -------------------------------------------------------------------
+
+    def kernel(self) -> KernelReading | None:
+        """TCP_INFO over the open connections to the cloud (None: not trusted or none)."""
+        if not self.kernel_evidence or self.cloud is None:
+            return None
+        infos = [i for i in (read_tcp_info(s) for s in self.cloud.sockets()) if i is not None]
+        if not infos:
+            return None
+        busy = [i for i in infos if i.busy]
+        rated = [i.delivery_rate_bps for i in busy if not i.app_limited and i.delivery_rate_bps]
+        reading = KernelReading(
+            at_s=time.monotonic(),
+            delivery_bps=sum(rated) if rated else None,
+            undelivered_bytes=sum(i.undelivered_bytes for i in busy),
+            busy_connections=len(busy),
+            min_rtt_s=min((i.min_rtt_s for i in infos if i.min_rtt_s), default=None),
+        )
+        self._last_kernel = reading
+        return reading
+
+    def rate_bps(self) -> float | None:
+        """The edge's best current figure for the link: the kernel's when fresh; else the
+        completed transfers', lowered by what the transfers in flight show."""
+        now = time.monotonic()
+        reading = self._last_kernel
+        fresh = reading is not None and now - reading.at_s < KERNEL_FRESH_S
+        if fresh and reading is not None and reading.delivery_bps is not None:
+            return reading.delivery_bps
+        rate = self.estimator.update(now).bits_per_second
+        bound = self.in_flight_bound_bps(now)
+        if bound is not None and (rate is None or bound < rate):
+            return bound
+        return rate
+
+    def in_flight_bound_bps(self, now_s: float) -> float | None:
+        """At most this fast now: no transfer in flight has been quicker so far. (A
+        transfer's time includes the cloud's compute, so this errs on the slow side.)"""
+        bounds = [
+            f.bytes * 8 / (now_s - f.started_s)
+            for f in self._in_flight.values()
+            if now_s - f.started_s > IN_FLIGHT_EVIDENCE_S
+        ]
+        return min(bounds, default=None)
+
+    def queued_bytes(self) -> int:
+        """Bytes of cloud calls in flight not yet delivered: the kernel's count when it is
+        trusted, else every in-flight frame in full."""
+        reading = self.kernel()
+        if reading is not None:
+            return reading.undelivered_bytes
+        return sum(f.bytes for f in self._in_flight.values())
+
+    def link_seconds(self, size: int) -> float | None:
+        """How long ``size`` more bytes would take to cross, behind what is queued."""
+        queued = self.queued_bytes()
+        rate = self.rate_bps()
+        if rate is None or rate <= 0:
+            return None
+        return (queued + size) * 8 / rate
+
+    def snapshot(self, after: int) -> dict[str, object]:
+        """``/v1/transfers``: completed transfers after ``after``, those in flight, and the
+        kernel's reading."""
+        now = time.monotonic()
+        reading = self.kernel()
+        return {
+            "transfers": [asdict(t) for t in self._history if t.seq > after],
+            "in_flight": [
+                {"bytes": f.bytes, "age_s": now - f.started_s} for f in self._in_flight.values()
+            ],
+            "kernel": asdict(reading) | {"age_s": now - reading.at_s} if reading else None,
+        }
