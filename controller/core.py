@@ -56,6 +56,8 @@ KERNEL_FRESH_S = 0.5
 OVERDUE_FACTOR = 2.0
 # Undelivered bytes on the link from which it counts as busy (no probing then).
 BUSY_LINK_BYTES = 16 * 1024
+# Evidence older than this is stale: probe even behind a busy link.
+STALE_S = 3.0
 
 
 class Controller:
@@ -210,9 +212,13 @@ class Controller:
         await self._collect_transfers(now)
         probe_idle = self._probing is None or self._probing.done()
         due = now - self._last_probe_s >= self.estimator.window_s
-        # Never while the edge has data in flight: a probe behind a queue measures the
-        # queue, not the link (and the traffic itself is the better evidence then).
-        if probe_idle and due and not self.link_busy and self.estimator.needs_probe(now):
+        # Not while the edge has data in flight: a probe behind a queue measures the queue,
+        # not the link (and the traffic itself is the better evidence then). But never let
+        # the estimate freeze: evidence older than STALE_S is probed for regardless.
+        age = self.estimator.update(now).age_s
+        stale = age is None or age > STALE_S
+        quiet = not self.link_busy or stale
+        if probe_idle and due and quiet and self.estimator.needs_probe(now):
             # In the background: on a collapsed link a probe takes seconds to time out,
             # and the loop must go on deciding (and watching the cloud) meanwhile.
             self._last_probe_s = now
@@ -291,6 +297,7 @@ class Controller:
         """What the active edge knows of the link: completed transfers, the kernel's
         delivery rate while busy, and transfers in flight that are overdue."""
         if self.active is None or self.active.cloud is None:
+            self.link_busy = False  # nothing of ours crosses the link
             return
         pipeline = self.active
         after = self._transfer_seq.get(pipeline.id, 0)

@@ -30,6 +30,9 @@ from serving.bandwidth import BandwidthEstimator, Sample
 
 # A kernel reading older than this is not "now".
 KERNEL_FRESH_S = 0.5
+# The link's rate is measured over the latest busy stretch, between these lengths.
+KERNEL_STRETCH_MIN_S = 0.08
+KERNEL_STRETCH_MAX_S = 0.25
 # A transfer younger than this says nothing yet (round trip, HTTP and cloud compute).
 IN_FLIGHT_EVIDENCE_S = 0.05
 # How far back "normal" reaches: the quickest transfer in this time is the unloaded link.
@@ -63,6 +66,9 @@ class LinkMonitor:
         self._seq = 0
         self._last_kernel: KernelReading | None = None
         self._recent: deque[tuple[float, float]] = deque()
+        self._acked: dict[int, int] = {}  # bytes acked per connection at the last reading
+        self._delivered = 0  # bytes acked over every connection since this service began
+        self._marks: deque[tuple[float, int, bool]] = deque()  # (time, delivered, busy)
         # The edge's own view, for deciding per request; the controller keeps its own.
         self.estimator = BandwidthEstimator(window_s=1.0)
 
@@ -93,23 +99,56 @@ class LinkMonitor:
     # -- what it knows -------------------------------------------------------------------
 
     def kernel(self) -> KernelReading | None:
-        """TCP_INFO over the open connections to the cloud (None: not trusted or none)."""
+        """TCP_INFO over the open connections to the cloud (None: not trusted or none).
+
+        The rate is the bytes the cloud acknowledged, over all connections, per second
+        of a stretch in which the link was busy all along: concurrent transfers share
+        the link, so their per-connection rates must not be added up. Before there is
+        such a stretch, one busy connection's own delivery rate stands in for it."""
         if not self.kernel_evidence or self.cloud is None:
             return None
-        infos = [i for i in (read_tcp_info(s) for s in self.cloud.sockets()) if i is not None]
+        now = time.monotonic()
+        infos = {}
+        for sock in self.cloud.sockets():
+            info = read_tcp_info(sock)
+            if info is not None:
+                infos[id(sock)] = info
         if not infos:
             return None
-        busy = [i for i in infos if i.busy]
-        rated = [i.delivery_rate_bps for i in busy if not i.app_limited and i.delivery_rate_bps]
+        for key, info in infos.items():
+            previous = self._acked.get(key)
+            if previous is not None:
+                self._delivered += max(0, info.bytes_acked - previous)
+            self._acked[key] = info.bytes_acked
+        self._acked = {key: self._acked[key] for key in infos}
+        busy = [i for i in infos.values() if i.busy]
+        self._marks.append((now, self._delivered, bool(busy)))
+        while self._marks and self._marks[0][0] < now - KERNEL_STRETCH_MAX_S:
+            self._marks.popleft()
+        rate = self._busy_stretch_rate(now)
+        if rate is None and len(busy) == 1 and not busy[0].app_limited:
+            rate = busy[0].delivery_rate_bps or None
         reading = KernelReading(
-            at_s=time.monotonic(),
-            delivery_bps=sum(rated) if rated else None,
+            at_s=now,
+            delivery_bps=rate,
             undelivered_bytes=sum(i.undelivered_bytes for i in busy),
             busy_connections=len(busy),
-            min_rtt_s=min((i.min_rtt_s for i in infos if i.min_rtt_s), default=None),
+            min_rtt_s=min((i.min_rtt_s for i in infos.values() if i.min_rtt_s), default=None),
         )
         self._last_kernel = reading
         return reading
+
+    def _busy_stretch_rate(self, now: float) -> float | None:
+        """Acknowledged bytes per second since the earliest mark from which the link has
+        been busy at every mark, if that stretch is long enough to measure."""
+        start = None
+        for at, delivered, busy in reversed(self._marks):
+            if not busy:
+                break
+            start = (at, delivered)
+        if start is None or now - start[0] < KERNEL_STRETCH_MIN_S:
+            return None
+        return (self._delivered - start[1]) * 8 / (now - start[0])
 
     def rate_bps(self) -> float | None:
         """The edge's best current figure for the link: the kernel's when fresh; else the

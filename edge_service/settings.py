@@ -32,7 +32,7 @@ class EdgePartitionSettings(BaseSettings):
     port: int = Field(default=8100, ge=0, le=65535)
     max_body_bytes: int = Field(default=64 * 2**20, ge=1)
     cloud_timeout_s: float = Field(
-        default=10.0,
+        default=5.0,
         gt=0,
         description="Bound on one cloud call; below the gateway's request timeout, so that "
         "a request can still be answered by the local fallback",
@@ -102,7 +102,15 @@ class GatewaySettings(BaseSettings):
     header_timeout_s: float = Field(
         default=10.0, gt=0, description="Close a connection whose request head takes longer"
     )
-    request_timeout_s: float = Field(default=30.0, gt=0, description="Bound on one pipeline call")
+    request_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Bound on one pipeline call; above the edge's cloud_timeout_s, so the edge "
+        "can still answer with its local tail",
+    )
+    max_in_flight: int = Field(
+        default=256, ge=1, description="503 with Retry-After past this many requests in flight"
+    )
     connect_timeout_s: float = Field(default=2.0, gt=0)
     ready_check_timeout_s: float = Field(default=2.0, gt=0, description="Bound on a health check")
     drain_timeout_s: float = Field(default=30.0, ge=0, description="Default bound on a drain")

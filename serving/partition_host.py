@@ -81,6 +81,10 @@ class PartitionHost:
             log.error("loading %s partition of cut %d failed: %s", self.role.value, self.cut, error)
             return
         self.load_seconds = time.perf_counter() - started
+        if self.queue.run_s is None and self.warm_run_seconds is not None:
+            # The queue's bound is in seconds of compute: know a run's time from the start,
+            # or a burst arriving at a fresh pipeline would all be let in.
+            self.queue.record(self.warm_run_seconds * self.slowdown)
         self.state = LoadState.READY
         log.info(
             "%s partition of cut %d ready in %.2f s", self.role.value, self.cut, self.load_seconds
@@ -117,7 +121,8 @@ class PartitionHost:
         """Run in this process's turn, off the event loop (onnxruntime releases the GIL);
         returns outputs and the seconds the run took (its wait for a turn excluded)."""
         partition = self.partition
-        if self.warm_run_seconds is not None and self.warm_run_seconds < INLINE_RUN_MAX_S:
+        inline = self.warm_run_seconds is not None and self.warm_run_seconds < INLINE_RUN_MAX_S
+        if inline and self.slowdown <= 1:
             started = time.perf_counter()
             return partition.run(feeds), time.perf_counter() - started
         async with self.queue.slot():

@@ -284,8 +284,22 @@ PRESETS: dict[str, Preset] = {
 
 def calibrate(preset: Preset, workdir: Path, *, runs: int = 30) -> DeviceSpec:
     """The preset as a ``DeviceSpec`` for this machine: speed = the reference model's
-    single-thread latency here over its published latency on the device."""
-    here_ms = reference_latency_ms(preset.reference_model, workdir, runs=runs)
+    single-thread latency here over its published latency on the device. The timing is
+    kept in ``workdir`` (delete it to time again), so that every run of a comparison, and
+    the edge profile cached beside it, use one speed."""
+    import json
+    import platform
+
+    cache = workdir / f"{preset.name}-{preset.reference_model}-here.json"
+    machine = f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs"
+    here_ms = None
+    if cache.exists():
+        known = json.loads(cache.read_text())
+        here_ms = known["here_ms"] if known.get("machine") == machine else None
+    if here_ms is None:
+        here_ms = reference_latency_ms(preset.reference_model, workdir, runs=runs)
+        workdir.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({"machine": machine, "here_ms": here_ms}) + "\n")
     speed = min(1.0, here_ms / preset.reference_ms)
     return DeviceSpec(
         preset.name,

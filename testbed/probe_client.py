@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -118,7 +119,7 @@ def _failure_reason(response: httpx.Response) -> str:
         detail = str(response.json()["error"])
     except (ValueError, KeyError, TypeError):
         detail = response.text
-    return f"{response.status_code} {detail[:120]}".strip()
+    return f"{response.status_code} {detail[:200]}".strip()
 
 
 class ProbeClient:
@@ -178,9 +179,15 @@ class ProbeClient:
 
 
 def failure_reasons(records: Sequence[RequestRecord]) -> dict[str, int]:
-    """How many requests failed, by reason, most common first."""
-    counts = Counter(r.reason or f"status {r.status}" for r in records if not r.ok)
+    """How many requests failed, by reason (measured figures and pipeline ids blanked
+    out, so that one cause is one line), most common first."""
+    counts = Counter(_reason_kind(r.reason or f"status {r.status}") for r in records if not r.ok)
     return dict(counts.most_common())
+
+
+def _reason_kind(reason: str) -> str:
+    reason = re.sub(r"-cut\d+-[0-9a-f]{8}", "", reason)
+    return re.sub(r"\b\d+\.\d+\b", "N", reason)
 
 
 def records_as_json(records: list[RequestRecord]) -> list[dict[str, object]]:

@@ -29,6 +29,7 @@ from edge_service.settings import GatewaySettings
 from neukonfig import wire
 from neukonfig.errors import (
     NeukonfigError,
+    OverloadedError,
     UnknownModelError,
     UpstreamError,
     UpstreamTimeoutError,
@@ -167,6 +168,7 @@ async def _forward(
 ) -> tuple[dict[str, np.ndarray], Pipeline, str | None]:
     """The model outputs, the pipeline that answered, and its fallback mark if any."""
     frame = wire.encode(parsed.inputs)
+    table.admit(max_in_flight=settings.max_in_flight)
     pipeline = await table.acquire(wait_timeout=settings.pause_wait_timeout_s)
     try:
         response = await _post(pipeline, frame)
@@ -188,9 +190,22 @@ async def _post(pipeline: Pipeline, frame: bytes) -> PeerResponse:
         raise UpstreamTimeoutError(f"pipeline {pipeline.id} timed out ({error.message})") from error
     except UpstreamError as error:
         raise UpstreamError(f"pipeline {pipeline.id} unreachable ({error.message})") from error
+    if response.status_code == 503:
+        # The edge (or its cloud) refused at once: pass the refusal and its reason on.
+        raise OverloadedError(
+            f"pipeline {pipeline.id}: {_error_text(response)}",
+            retry_after_s=_retry_after(response),
+        )
     if response.status_code != 200:
         raise UpstreamError(f"pipeline {pipeline.id} failed: {_error_text(response)}")
     return response
+
+
+def _retry_after(response: PeerResponse) -> float:
+    try:
+        return max(1.0, float(response.headers.get("retry-after", "1")))
+    except ValueError:
+        return 1.0
 
 
 def _error_text(response: PeerResponse) -> str:

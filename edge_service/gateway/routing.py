@@ -16,7 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from neukonfig.errors import ConflictError, NeukonfigError, NotReadyError
+from neukonfig.errors import ConflictError, NeukonfigError, NotReadyError, OverloadedError
 from neukonfig.metrics import Metrics
 from neukonfig.peer_client import PeerClient
 
@@ -164,6 +164,19 @@ class RoutingTable:
         self.unavailable_seconds_total += unavailable
         self._paused_since = None
         return unavailable
+
+    @property
+    def in_flight(self) -> int:
+        return sum(p.in_flight for p in self.pipelines.values())
+
+    def admit(self, *, max_in_flight: int) -> None:
+        """Refuse at once past the bound on requests in flight through this gateway."""
+        if self.in_flight >= max_in_flight:
+            raise OverloadedError(
+                f"the gateway is overloaded: {self.in_flight} requests in flight, its bound "
+                f"is {max_in_flight}",
+                retry_after_s=1.0,
+            )
 
     async def acquire(self, *, wait_timeout: float) -> Pipeline:
         """Bind a new request to the active pipeline, waiting (bounded) while paused."""

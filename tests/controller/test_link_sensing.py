@@ -1,0 +1,86 @@
+"""The estimate follows a 10x step down of a saturated link within half a second, from
+what the kernel knows of the edge's connections (root: tc tbf on a veth).
+
+The tiny model pinned at a cut whose tensor is 64 KiB, 25 requests a second: 13 Mbit/s
+of cut tensors, a quarter of the 50 mbit link and over twice what the 5 mbit link after
+the step can carry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from controller.assemble import build_controller
+from controller.backends.process import ProcessBackend
+from controller.settings import StrategyName
+from testbed.faults import tiny_probe_client
+from testbed.netns import CLOUD_ADDRESS, TcLink, netns_available
+from tests.controller.helpers import settings_for, wait_until
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(not netns_available(), reason="needs root and ip/tc"),
+]
+
+BIG_CUT = 5  # 65,664 bytes cross the link at this cut of tiny
+HIGH, LOW = 50e6, 5e6
+WITHIN = 0.25  # of the tbf rate
+BOUND_S = 0.5
+
+
+def test_the_estimate_tracks_a_step_down_on_a_saturated_link(
+    slow_edge_tiny, gateway, token, tmp_path
+):
+    state = tmp_path / "state"
+    with TcLink(rate_bps=HIGH) as link:
+        backend = ProcessBackend(
+            state_dir=state, cloud_host=CLOUD_ADDRESS, cloud_command_prefix=link.command_prefix
+        )
+        settings = settings_for(
+            slow_edge_tiny,
+            gateway,
+            token,
+            state,
+            strategy=StrategyName.SWITCH_ON_DEMAND,
+            auto=False,  # stay at the big cut: this is about the estimate
+        )
+        controller = build_controller(settings, link=link, backend=backend)
+        client = tiny_probe_client(gateway.url, slow_edge_tiny, rate_per_s=25)
+
+        async def scenario() -> list[tuple[float, float | None]]:
+            async with controller.running():
+                await controller.switch_to(BIG_CUT)
+                stop = asyncio.Event()
+                traffic = asyncio.create_task(client.run(stop))
+                steady = await wait_until(
+                    lambda: (controller.estimator.current or 0) > HIGH / 2, timeout=30
+                )
+                assert steady, f"no estimate near 50 mbit: {controller.state()}"
+                await asyncio.sleep(2.0)
+                link.set_rate(LOW)
+                changed = time.monotonic()
+                trace = []
+                while time.monotonic() - changed < 3.0:
+                    trace.append((time.monotonic() - changed, controller.estimator.current))
+                    await asyncio.sleep(0.02)
+                stop.set()
+                await traffic
+                return trace
+
+        trace = asyncio.run(scenario())
+    print(
+        "estimate after the step (s, mbit):", [(round(a, 2), (v or 0) / 1e6) for a, v in trace[:30]]
+    )
+
+    def within(value: float | None) -> bool:
+        return value is not None and abs(value - LOW) <= WITHIN * LOW
+
+    first = next((at for at, value in trace if within(value)), None)
+    shown = [(round(at, 2), round((v or 0) / 1e6, 2)) for at, v in trace[::5]]
+    assert first is not None, f"never within {WITHIN:.0%} of 5 mbit: {shown}"
+    assert first <= BOUND_S, f"estimate after the step: {shown}"
+    later = [value for at, value in trace if at >= BOUND_S + 0.5]
+    assert sum(within(v) for v in later) >= 0.9 * len(later), f"it did not stay: {shown}"
