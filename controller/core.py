@@ -58,6 +58,9 @@ OVERDUE_FACTOR = 2.0
 BUSY_LINK_BYTES = 16 * 1024
 # Evidence older than this is stale: probe even behind a busy link.
 STALE_S = 3.0
+# How often to probe when nothing of ours crosses the link (all-edge): the probes are
+# then the only way to see it recover.
+IDLE_LINK_PROBE_S = 0.25
 
 
 class Controller:
@@ -211,7 +214,9 @@ class Controller:
         await self._replace_failed_cloud()
         await self._collect_transfers(now)
         probe_idle = self._probing is None or self._probing.done()
-        due = now - self._last_probe_s >= self.estimator.window_s
+        idle_link = self.active is not None and self.active.cloud is None
+        every = IDLE_LINK_PROBE_S if idle_link else self.estimator.window_s
+        due = now - self._last_probe_s >= every
         # Not while the edge has data in flight: a probe behind a queue measures the queue,
         # not the link (and the traffic itself is the better evidence then). But never let
         # the estimate freeze: evidence older than STALE_S is probed for regardless.
@@ -228,6 +233,9 @@ class Controller:
             return
         self.metrics.bandwidth.set(estimate.bits_per_second)
         if not self.settings.auto or self._switch_lock.locked() or self._pinned():
+            return
+        if not estimate.confident:
+            self.last_decision = "stay: not enough evidence of the link yet"
             return
         decision = self.policy.decide(
             current_cut=self.active.cut,
@@ -311,9 +319,11 @@ class Controller:
             return
         wall = time.time()
         for record in transfers:
+            self._transfer_seq[pipeline.id] = max(after, record["seq"])
+            if not record.get("warm", True):
+                continue  # a new connection's handshake and slow start are not the link
             at = now - max(wall - record["unix_time"], 0.0)
             self.estimator.add(Sample(at, record["bytes"], record["seconds"]))
-            self._transfer_seq[pipeline.id] = max(after, record["seq"])
         kernel = snapshot.get("kernel")
         undelivered = (
             kernel["undelivered_bytes"]

@@ -33,6 +33,8 @@ KERNEL_FRESH_S = 0.5
 # The link's rate is measured over the latest busy stretch, between these lengths.
 KERNEL_STRETCH_MIN_S = 0.08
 KERNEL_STRETCH_MAX_S = 0.25
+# A connection that has delivered less than this is still in TCP slow start.
+YOUNG_CONNECTION_BYTES = 256 * 1024
 # A transfer younger than this says nothing yet (round trip, HTTP and cloud compute).
 IN_FLIGHT_EVIDENCE_S = 0.05
 # How far back "normal" reaches: the quickest transfer in this time is the unloaded link.
@@ -79,13 +81,27 @@ class LinkMonitor:
         self._in_flight[token] = _InFlight(size, time.monotonic())
         return token
 
-    def end(self, token: int, *, seconds: float, cloud_seconds: float, delivered: bool) -> None:
-        """A cloud call ended; ``delivered``: it completed (a failure teaches no rate)."""
+    def end(
+        self,
+        token: int,
+        *,
+        seconds: float,
+        cloud_seconds: float,
+        delivered: bool,
+        warm: bool = True,
+    ) -> None:
+        """A cloud call ended; ``delivered``: it completed (a failure teaches no rate);
+        ``warm``: on a connection past its handshake and slow start. A cold transfer is
+        recorded but teaches no rate: slow start would read a fast link as a slow one."""
         flight = self._in_flight.pop(token, None)
         if flight is None or not delivered:
             return
         self._seq += 1
-        self._history.append(Transfer(self._seq, time.time(), flight.bytes, seconds, cloud_seconds))
+        self._history.append(
+            Transfer(self._seq, time.time(), flight.bytes, seconds, cloud_seconds, warm)
+        )
+        if not warm:
+            return
         now = time.monotonic()
         self.estimator.add(Sample(now, flight.bytes, seconds))
         self._recent.append((now, seconds))
@@ -122,11 +138,13 @@ class LinkMonitor:
             self._acked[key] = info.bytes_acked
         self._acked = {key: self._acked[key] for key in infos}
         busy = [i for i in infos.values() if i.busy]
-        self._marks.append((now, self._delivered, bool(busy)))
+        # A young connection is in slow start, below the link's rate: not a measure of it.
+        young = any(i.bytes_acked < YOUNG_CONNECTION_BYTES for i in busy)
+        self._marks.append((now, self._delivered, bool(busy) and not young))
         while self._marks and self._marks[0][0] < now - KERNEL_STRETCH_MAX_S:
             self._marks.popleft()
         rate = self._busy_stretch_rate(now)
-        if rate is None and len(busy) == 1 and not busy[0].app_limited:
+        if rate is None and len(busy) == 1 and not busy[0].app_limited and not young:
             rate = busy[0].delivery_rate_bps or None
         reading = KernelReading(
             at_s=now,

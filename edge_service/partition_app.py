@@ -67,6 +67,10 @@ _FRAME_HEADERS = {"content-type": wire.CONTENT_TYPE}
 # and at least this much longer.
 BACKLOG_FACTOR = 2.0
 BACKLOG_MIN_S = 0.05
+# A cloud call this many times later than usual (and at least HEDGE_MIN_S) is finished
+# on the edge instead: a hung cloud or a collapsed link costs this, not a timeout.
+HEDGE_FACTOR = 4.0
+HEDGE_MIN_S = 0.3
 log = logging.getLogger("neukonfig.edge")
 
 
@@ -110,6 +114,7 @@ class LocalReason(str, enum.Enum):
     """Why the edge answered with its own copy of the tail."""
 
     CLOUD_DOWN = "cloud-down"  # the cloud partition gave no usable answer
+    CLOUD_LATE = "cloud-late"  # far later than usual: a hung cloud or a collapsed link
     LINK_BACKLOG = "link-backlog"  # the link was backed up: finishing here was sooner
 
 
@@ -212,7 +217,7 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
             raise NotReadyError("no cloud_url configured for a cut that needs the cloud")
         started = time.perf_counter()
         token = link.begin(len(frame))
-        delivered, transfer_seconds, cloud_seconds = False, 0.0, 0.0
+        delivered, warm, transfer_seconds, cloud_seconds = False, False, 0.0, 0.0
         try:
             try:
                 response = await cloud.post(INFER_PATH, content=frame, headers=_FRAME_HEADERS)
@@ -229,13 +234,29 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
                 )
             cloud_seconds = float(response.headers.get(COMPUTE_SECONDS_HEADER, 0.0))
             transfer_seconds = max(round_trip - cloud_seconds, 0.0)
-            delivered = True
+            delivered, warm = True, response.reused_connection
         finally:
             link.end(
-                token, seconds=transfer_seconds, cloud_seconds=cloud_seconds, delivered=delivered
+                token,
+                seconds=transfer_seconds,
+                cloud_seconds=cloud_seconds,
+                delivered=delivered,
+                warm=warm,
             )
         cloud_times.record(cloud_seconds)
         return response.content, transfer_seconds, cloud_seconds
+
+    def hedge_deadline() -> float | None:
+        """How long a cloud call may take before the edge finishes the request itself: a
+        few times the normal crossing plus the cloud's compute, and never sooner than the
+        local tail takes. None when there is no local tail or nothing normal yet."""
+        if fallback is None or fallback.expected_s is None:
+            return None
+        normal = link.normal_seconds()
+        if normal is None:
+            return None
+        usual = normal + cloud_times.seconds
+        return max(HEDGE_FACTOR * usual, HEDGE_MIN_S, fallback.expected_s)
 
     def backed_up(size: int) -> bool:
         """Is the link far slower than normal now, and would this frame finish sooner on
@@ -265,8 +286,19 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
             return await answer_locally(frame, headers, LocalReason.CLOUD_DOWN)
         if backed_up(len(frame)):
             return await answer_locally(frame, headers, LocalReason.LINK_BACKLOG)
+        cloud_call = asyncio.create_task(call_cloud(frame))
+        deadline = hedge_deadline()
+        if deadline is not None:
+            done, _ = await asyncio.wait({cloud_call}, timeout=deadline)
+            if not done:
+                # Far later than the link and cloud normally take: finish here. Cancelling
+                # closes the connection, so its bytes stop crowding the link too.
+                cloud_call.cancel()
+                await asyncio.gather(cloud_call, return_exceptions=True)
+                breaker.failed()
+                return await answer_locally(frame, headers, LocalReason.CLOUD_LATE)
         try:
-            outputs, transfer_seconds, cloud_seconds = await call_cloud(frame)
+            outputs, transfer_seconds, cloud_seconds = await cloud_call
         except CloudDownError:
             if fallback is None:
                 raise

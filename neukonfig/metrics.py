@@ -96,8 +96,9 @@ class Metrics:
         return Counter(
             "neukonfig_fallbacks",
             "Requests the edge answered with its own copy of the tail, by reason: "
-            "cloud-down (the cloud gave no usable answer) or link-backlog (finishing on the "
-            "edge was sooner than through the backed-up link)",
+            "cloud-down (the cloud gave no usable answer), cloud-late (far later than usual: "
+            "a hung cloud or a collapsed link) or link-backlog (finishing on the edge was "
+            "sooner than through the backed-up link)",
             ["reason"],
             registry=self.registry,
         )

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import json
 import socket
 from collections.abc import Mapping
@@ -67,6 +68,9 @@ class PeerResponse:
     status_code: int
     headers: dict[str, str]
     content: bytes
+    # Sent on a connection that had carried an earlier request: no handshake and no TCP
+    # slow start in its time (what a bandwidth estimate may learn from).
+    reused_connection: bool = False
 
     @property
     def text(self) -> str:
@@ -241,6 +245,7 @@ class PeerClient:
     ) -> PeerResponse:
         reader, writer = connection.reader, connection.writer
         received_before = reader.received
+        reused = connection.reused
         try:
             if content:
                 # One call and no join: uvloop (under uvicorn) sends both in one writev.
@@ -264,7 +269,7 @@ class PeerClient:
         else:
             self._open.discard(connection)
             writer.close()
-        return response
+        return dataclasses.replace(response, reused_connection=reused) if reused else response
 
     # -- the pool -------------------------------------------------------------------------------
 

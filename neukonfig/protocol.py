@@ -41,3 +41,4 @@ class Transfer:
     bytes: int
     seconds: float  # round trip minus the cloud's own compute time
     cloud_seconds: float
+    warm: bool = True  # on a reused connection: no handshake or slow start in ``seconds``

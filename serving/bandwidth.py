@@ -61,6 +61,9 @@ class Estimate:
     samples_in_window: int
     source: Source | None
     age_s: float | None = None  # since the newest informative sample; None: never one
+    # Enough to act on: a kernel reading, a few transfers or probes, or a probe that just
+    # capped or raised the estimate by itself.
+    confident: bool = False
 
 
 class BandwidthEstimator:
@@ -99,6 +102,7 @@ class BandwidthEstimator:
         self.kernel_window_s = kernel_window_s
         self._kernel: deque[tuple[float, float]] = deque()  # (monotonic time, bits/s)
         self._newest_informative_s: float | None = None
+        self._decisive_s: float | None = None  # the latest cap or floor
 
     def add(self, sample: Sample) -> None:
         if sample.bytes <= 0 or sample.seconds < 0:
@@ -137,6 +141,7 @@ class BandwidthEstimator:
         if self._smoothed is None or self._smoothed > bits_per_second:
             self._smoothed = bits_per_second
             self._source = Source.ACTIVE
+            self._decisive_s = now_s
         while self._samples and self._samples[0].at_s < now_s:
             self._samples.popleft()
 
@@ -148,6 +153,7 @@ class BandwidthEstimator:
             self._smoothed = bits_per_second
             self._source = Source.ACTIVE
             self._newest_informative_s = now_s
+            self._decisive_s = now_s
         while self._samples and self._samples[0].at_s < now_s:
             self._samples.popleft()
 
@@ -171,7 +177,9 @@ class BandwidthEstimator:
             self._smoothed = self._blend(window)
             self._source = self._window_source()
         age = None if self._newest_informative_s is None else now_s - self._newest_informative_s
-        return Estimate(self._smoothed, len(self._samples), self._source, age)
+        decisive = self._decisive_s is not None and now_s - self._decisive_s < 3 * self.window_s
+        confident = bool(self._kernel) or len(self._samples) >= self.min_samples or decisive
+        return Estimate(self._smoothed, len(self._samples), self._source, age, confident)
 
     @property
     def current(self) -> float | None:

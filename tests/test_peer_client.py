@@ -270,6 +270,17 @@ async def test_many_requests_share_one_keep_alive_connection(uvicorn_url: str) -
     assert len({r.headers["x-client-port"] for r in responses}) == 1
 
 
+async def test_an_answer_says_whether_its_connection_was_reused(uvicorn_url: str) -> None:
+    """A fresh connection's time holds a handshake and TCP slow start: bandwidth
+    estimates must be able to tell it from a warm one."""
+    async with client_for(uvicorn_url) as client:
+        first = await client.get("/bytes/10")
+        second = await client.get("/bytes/10")
+    assert first.reused_connection is False
+    assert second.reused_connection is True
+    assert second.headers["x-client-port"] == first.headers["x-client-port"]
+
+
 async def test_fifty_concurrent_requests_through_eight_connections(uvicorn_url: str) -> None:
     bodies = [f"request {i} ".encode() * (i + 1) for i in range(50)]
     async with client_for(uvicorn_url, max_connections=8) as client:

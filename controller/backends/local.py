@@ -25,6 +25,8 @@ from neukonfig.errors import NeukonfigError
 DEFAULT_START_TIMEOUT_S = 60.0
 # A service started here inherits its listening socket as this file descriptor.
 LISTEN_FD_VARIABLE = "NEUKONFIG_LISTEN_FD"
+# Names the record a backend keeps of the service, so it can be found from its process.
+MARKER_VARIABLE = "NEUKONFIG_SERVICE_RECORD"
 STOP_GRACE_S = 10.0
 
 
@@ -93,6 +95,7 @@ class LocalService:
     command_prefix: list[str] = field(default_factory=list)
     # The prefix enters another network namespace: the port cannot be bound here.
     other_network: bool = False
+    marker: str | None = None  # put in the environment as MARKER_VARIABLE
 
     @property
     def url(self) -> str:
@@ -108,6 +111,8 @@ class LocalService:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         listener = None
         env = {**os.environ}
+        if self.marker is not None:
+            env[MARKER_VARIABLE] = self.marker
         if self.other_network:
             # Another network namespace has its own ports; a socket made here would not be in it.
             self.port = self.port or free_port()

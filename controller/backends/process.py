@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,9 +26,10 @@ from controller.backends.base import (
     spec_from_record,
     spec_record,
 )
-from controller.backends.local import LocalService, ServiceKind
+from controller.backends.local import MARKER_VARIABLE, LocalService, ServiceKind
 
 POLL_S = 0.05
+log = logging.getLogger("neukonfig.backend.process")
 
 # Given a service's onnxruntime threads, the command prefix that starts it on the edge
 # device (e.g. inside an emulated device's cgroup: testbed.edge_device).
@@ -64,6 +66,7 @@ class ProcessBackend(Backend):
         prefix = self.cloud_command_prefix if on_cloud else []
         if spec.kind is ServiceKind.EDGE_PARTITION and self.edge_placement is not None:
             prefix = self.edge_placement(int(spec.settings.get("threads", "1")))
+        record = self._record_path(spec.name)
         service = LocalService(
             spec.kind,
             dict(spec.settings),
@@ -71,8 +74,16 @@ class ProcessBackend(Backend):
             host=self.cloud_host if on_cloud else self.host,
             command_prefix=prefix,
             other_network=on_cloud and bool(self.cloud_command_prefix),
+            marker=str(record),
         )
-        await asyncio.to_thread(service.start)
+        # The intent first: a controller killed between the process's start and its
+        # record would otherwise leave a process nobody finds (``discover``).
+        record.write_text(json.dumps({"pid": None, **spec_record(spec)}, indent=2))
+        try:
+            await asyncio.to_thread(service.start)
+        except BaseException:
+            record.unlink(missing_ok=True)
+            raise
         assert service.process is not None
         self._services[spec.name] = service
         handle = ServiceHandle(spec, service.url, str(service.process.pid))
@@ -101,6 +112,8 @@ class ProcessBackend(Backend):
     async def discover(self) -> list[ServiceHandle]:
         found = []
         for path in sorted(self.state_dir.glob("*.json")):
+            if await asyncio.to_thread(self._stop_unrecorded, path):
+                continue
             handle = self._read_record(path)
             if handle is None:
                 path.unlink(missing_ok=True)
@@ -159,18 +172,40 @@ class ProcessBackend(Backend):
             return service.alive()
         return self._process(handle) is not None
 
+    def _stop_unrecorded(self, path: Path) -> bool:
+        """A record of intent only (the start was cut short before the pid was written):
+        stop the process started for it, if any, found by the marker in its environment,
+        and drop the record. True when ``path`` was such a record."""
+        try:
+            if json.loads(path.read_text()).get("pid") is not None:
+                return False
+        except (OSError, ValueError):
+            return False
+        for process in psutil.process_iter():
+            try:
+                if process.environ().get(MARKER_VARIABLE) == str(path):
+                    log.warning("stopping pid %d: started, never recorded", process.pid)
+                    _terminate(process)
+            except psutil.Error:
+                continue
+        path.unlink(missing_ok=True)
+        return True
+
     def _stop_adopted(self, handle: ServiceHandle) -> None:
         process = self._process(handle)
-        if process is None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except psutil.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        if process is not None:
+            _terminate(process)
 
     def _log_tail(self, handle: ServiceHandle) -> str:
         log = self.state_dir / f"{handle.spec.name}.log"
         text = log.read_text(errors="replace") if log.exists() else ""
         return "\n".join(text.splitlines()[-20:])
+
+
+def _terminate(process: psutil.Process) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except psutil.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)

@@ -205,6 +205,7 @@ class RoutingTable:
             raise ConflictError(f"pipeline {pipeline_id!r} is active; switch away from it first")
         pipeline.state = PipelineState.DRAINING
         started = time.perf_counter()
+        in_flight_at_start = pipeline.in_flight
         outcome = await pipeline.wait_idle(drain_timeout)
         left = pipeline.in_flight
         pipeline.state = PipelineState.RETIRED
@@ -215,6 +216,7 @@ class RoutingTable:
         return {
             "id": pipeline_id,
             "outcome": outcome.value,
+            "in_flight_at_start": in_flight_at_start,
             "in_flight_left": left,
             "waited_seconds": time.perf_counter() - started,
         }

@@ -73,7 +73,6 @@ def test_cloud_probe_endpoint_counts_bytes(tiny_stack: Stack):
     _, cloud = tiny_stack.pipelines[1]
     answer = httpx.post(f"{cloud.url}/v1/probe", content=b"\0" * 100_000).json()
     assert answer["received_bytes"] == 100_000
-    assert answer["read_seconds"] >= 0
 
 
 def test_every_service_exports_metrics(tiny_stack: Stack):

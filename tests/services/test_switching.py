@@ -89,40 +89,46 @@ def test_flipping_hundreds_of_times_under_load_loses_and_mixes_nothing(stack: St
     assert all(p["in_flight"] == 0 for p in routing["pipelines"])
 
 
-def test_retiring_drains_in_flight_requests_before_closing(stack: Stack, cases):
-    assert stack.switch("p4").status_code == 200
+def test_retiring_drains_in_flight_requests_before_closing(
+    services, tiny_parts: Path, admin_token: str, cases
+):
+    """Edges slowed to tens of ms a run, so requests really are in flight when p4 is
+    retired; the retirement waits for every one of them, and each is answered right."""
+    slow = start_stack(services, tiny_parts, "tiny", admin_token, [4, 7], {"slowdown": "300"})
+    assert slow.switch("p4").status_code == 200
 
     async def scenario():
         async with httpx.AsyncClient(timeout=60) as client:
 
             async def one(index: int) -> bool:
                 body, headers = binary_request("input", cases[index][0])
-                response = await client.post(stack.infer_url, content=body, headers=headers)
+                response = await client.post(slow.infer_url, content=body, headers=headers)
                 return response.status_code == 200 and np.allclose(
                     outputs_of(response)["logits"], cases[index][1], rtol=1e-4, atol=1e-5
                 )
 
-            requests = [asyncio.create_task(one(i % len(cases))) for i in range(40)]
-            await asyncio.sleep(0.01)
+            requests = [asyncio.create_task(one(i % len(cases))) for i in range(10)]
+            await asyncio.sleep(0.05)
             switched = await client.post(
-                f"{stack.gateway.url}/admin/switch",
+                f"{slow.gateway.url}/admin/switch",
                 json={"pipeline_id": "p7"},
-                headers={"authorization": f"Bearer {stack.token}"},
+                headers={"authorization": f"Bearer {slow.token}"},
             )
             retired = await client.post(
-                f"{stack.gateway.url}/admin/pipelines/p4/retire",
+                f"{slow.gateway.url}/admin/pipelines/p4/retire",
                 json={"drain_timeout_s": 30},
-                headers={"authorization": f"Bearer {stack.token}"},
+                headers={"authorization": f"Bearer {slow.token}"},
             )
             return switched, retired, await asyncio.gather(*requests)
 
     switched, retired, results = asyncio.run(scenario())
     assert switched.status_code == 200
     assert retired.status_code == 200, retired.text
+    assert retired.json()["in_flight_at_start"] > 0, "nothing was in flight: nothing drained"
     assert retired.json()["outcome"] == "drained"
     assert retired.json()["in_flight_left"] == 0
     assert all(results)
-    ids = {p["id"] for p in stack.admin("GET", "/pipelines").json()["pipelines"]}
+    ids = {p["id"] for p in slow.admin("GET", "/pipelines").json()["pipelines"]}
     assert "p4" not in ids
 
 
