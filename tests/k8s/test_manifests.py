@@ -54,7 +54,7 @@ from controller.backends.kubernetes_objects import (
     spec_annotation,
     spec_from_annotation,
 )
-from controller.pipelines import PipelineLauncher
+from controller.pipelines import DirectLink, PipelineLauncher
 from controller.settings import ControllerSettings
 from edge_service.settings import GatewaySettings
 
@@ -128,7 +128,7 @@ def launcher() -> PipelineLauncher:
     """A launcher only for its spec building, never started (no backend)."""
     return PipelineLauncher(
         backend=None,  # type: ignore[arg-type]
-        link=None,  # type: ignore[arg-type]
+        link=DirectLink(),  # pods reach their cloud directly
         partition_dir=Path("/data/partitions"),
         model="mobilenetv2",
         last_cut=20,
