@@ -80,6 +80,7 @@ class BandwidthEstimator:
         min_net_s: float = 0.002,
         overhead_horizon_s: float = 30.0,
         kernel_window_s: float = 0.3,
+        kernel_hold_s: float = 1.0,
     ) -> None:
         if not 0 < smoothing <= 1:
             raise ValueError("smoothing must be in (0, 1]")
@@ -100,6 +101,10 @@ class BandwidthEstimator:
         self._source: Source | None = None
         self._small: dict[Source, deque[Sample]] = {source: deque() for source in Source}
         self.kernel_window_s = kernel_window_s
+        # After the kernel's last reading, transfer windows (queueing, drained backlogs)
+        # are worse evidence than it: they do not move the estimate for this long.
+        self.kernel_hold_s = kernel_hold_s
+        self._last_kernel_s: float | None = None
         self._kernel: deque[tuple[float, float]] = deque()  # (monotonic time, bits/s)
         self._newest_informative_s: float | None = None
         self._decisive_s: float | None = None  # the latest cap or floor
@@ -122,6 +127,7 @@ class BandwidthEstimator:
         """A delivery-rate reading from the kernel, taken while data was in flight."""
         if bits_per_second > 0:
             self._kernel.append((at_s, bits_per_second))
+            self._last_kernel_s = max(self._last_kernel_s or at_s, at_s)
             self._newest_informative_s = max(self._newest_informative_s or at_s, at_s)
 
     def overhead_s(self, source: Source) -> float:
@@ -169,10 +175,13 @@ class BandwidthEstimator:
         self._expire(now_s)
         while self._kernel and self._kernel[0][0] < now_s - self.kernel_window_s:
             self._kernel.popleft()
+        held = self._last_kernel_s is not None and now_s - self._last_kernel_s < self.kernel_hold_s
         if self._kernel:
             readings = sorted(bps for _, bps in self._kernel)
             self._smoothed = self._blend(readings[len(readings) // 2])
             self._source = Source.KERNEL
+        elif held:
+            pass
         elif (window := self._window_rate()) is not None:
             self._smoothed = self._blend(window)
             self._source = self._window_source()

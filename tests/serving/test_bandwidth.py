@@ -155,3 +155,21 @@ def test_a_probe_difference_is_the_links_time_alone() -> None:
     estimate = estimator.update(1.5)
     assert estimate.bits_per_second == pytest.approx(20e6)
     assert estimate.age_s == pytest.approx(0.5)
+
+
+def test_the_kernels_reading_wins_and_holds_against_transfer_windows() -> None:
+    estimator = BandwidthEstimator(kernel_window_s=0.3, kernel_hold_s=1.0)
+    for i in range(3):
+        estimator.add(Sample(0.1 * i, 100_000, 100_000 * 8 / 50e6))
+    assert estimator.update(0.3).bits_per_second == pytest.approx(50e6, rel=0.01)
+    estimator.add_kernel(0.35, 5e6)  # a 10x step, read while the link was busy
+    estimate = estimator.update(0.4)
+    assert (estimate.bits_per_second, estimate.source) == (5e6, Source.KERNEL)
+    assert estimate.confident
+    # Transfers queued before the step complete slowly, then fast: they do not move it.
+    estimator.add(Sample(0.8, 100_000, 100_000 * 8 / 9e6))
+    assert estimator.update(0.9).bits_per_second == 5e6
+    # After the hold, transfers are evidence again.
+    for i in range(4):
+        estimator.add(Sample(1.5 + 0.1 * i, 100_000, 100_000 * 8 / 9e6))
+    assert estimator.update(1.9).bits_per_second == pytest.approx(9e6, rel=0.05)
