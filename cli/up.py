@@ -298,6 +298,8 @@ def _print_summary(stack: EmbeddedStack, options: UpOptions, records: list[Reque
         )
         for reason, count in failure_reasons(records).items():
             say(f"  failed: {count} x {reason}")
+        if failed := [r.latency_s for r in records if not r.ok]:
+            say(f"  the slowest failed request had its answer after {max(failed):.2f} s")
         _print_reactions(options, records)
     for record in stack.controller.history:
         say(f"history: {json.dumps(record.as_dict())}")

@@ -48,6 +48,8 @@ from testbed.report import machine
 from testbed.shaped_link import ShapedLink
 
 MEMORY_EVERY_S = 0.25
+ESTIMATE_EVERY_S = 0.05
+ESTIMATE_WITHIN = 0.25  # issue 14: within 25% of the link's rate
 CONTROL = "pinned (control)"
 
 
@@ -112,6 +114,9 @@ class RawRun:
     memory: list[MemorySample] = field(default_factory=list)
     started_unix: float = 0.0
     cgroup_peak_bytes: int | None = None
+    # (seconds since the client started, the controller's bandwidth estimate), finely
+    # sampled: the estimate's own reaction is measured against the link's schedule.
+    estimates: list[tuple[float, float | None]] = field(default_factory=list)
 
 
 def edge_budget(device: DeviceSpec | None) -> dict[str, float]:
@@ -250,6 +255,7 @@ async def _drive(
         client.started = time.perf_counter()
         traffic = asyncio.create_task(client.run(stop))
         sampler = asyncio.create_task(_sample_memory(controller, gateway, client, device, raw))
+        estimates = asyncio.create_task(_sample_estimate(controller, client, raw))
         try:
             for at, rate in scenario.schedule[1:]:
                 await asyncio.sleep(max(0.0, at - (time.perf_counter() - client.started)))
@@ -261,7 +267,8 @@ async def _drive(
             stop.set()
             raw.records = await traffic
             sampler.cancel()
-            await asyncio.gather(sampler, return_exceptions=True)
+            estimates.cancel()
+            await asyncio.gather(sampler, estimates, return_exceptions=True)
             raw.history = list(controller.history)
     return raw
 
@@ -286,6 +293,33 @@ async def _sample_memory(
         await asyncio.sleep(MEMORY_EVERY_S)
 
 
+async def _sample_estimate(controller: Controller, client: ProbeClient, raw: RawRun) -> None:
+    while True:
+        at = time.perf_counter() - client.started
+        raw.estimates.append((at, controller.estimator.current))
+        await asyncio.sleep(ESTIMATE_EVERY_S)
+
+
+def estimate_reaction(
+    estimates: Sequence[tuple[float, float | None]], change_s: float, end_s: float, bps: float
+) -> dict[str, float | None]:
+    """How soon after a change of the link's rate the controller's estimate came within
+    ESTIMATE_WITHIN of it, and what share of the phase's samples from one second after
+    the change on stayed there (a reading that touches the rate once and wanders off does
+    not count as tracking)."""
+
+    def within(value: float | None) -> bool:
+        return value is not None and abs(value - bps) <= ESTIMATE_WITHIN * bps
+
+    phase = [(at, value) for at, value in estimates if change_s <= at < end_s]
+    first = next((at for at, value in phase if within(value)), None)
+    later = [value for at, value in phase if at >= change_s + 1.0]
+    return {
+        "estimate_within_s": None if first is None else round(first - change_s, 3),
+        "estimate_share_within": round(sum(map(within, later)) / len(later), 3) if later else None,
+    }
+
+
 # -- analysis ------------------------------------------------------------------------
 
 
@@ -293,6 +327,9 @@ def analyse(raw: RawRun, scenario: DowntimeScenario) -> dict[str, object]:
     records = raw.records
     times = [at for at, _ in scenario.schedule]
     changes = reactions(records, times, scenario.duration_s)
+    ends = [*times[2:], scenario.duration_s]
+    for change, (at, bps), end in zip(changes, scenario.schedule[1:], ends, strict=False):
+        change.update(estimate_reaction(raw.estimates, at, end, bps))
     switches = [_switch_view(r, raw.started_unix, times, scenario, records) for r in raw.history]
     first_change = times[1] if len(times) > 1 else scenario.duration_s
     return {
@@ -389,6 +426,8 @@ REACTION_FIELDS = (
     "window_max_s",
     "excess_request_s",
     "failed",
+    "estimate_within_s",
+    "estimate_share_within",
 )
 
 
@@ -479,8 +518,9 @@ def markdown_table(report: dict[str, object]) -> str:
         "",
         "| run | change | cut before → settled | change → right cut (s) | p99 in the 10 s "
         "after (s) | steady p99 of the settled cut (s) | p99 / steady | max in the 10 s after "
-        "(s) | excess request-s | failed in phase |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "(s) | excess request-s | failed in phase | estimate within 25% after (s) | share of the "
+        "phase within 25% (from 1 s on) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     schedule = report["schedule"]  # type: ignore[index]
     for name, summary in report["summary"].items():  # type: ignore[union-attr]
@@ -500,6 +540,8 @@ def markdown_table(report: dict[str, object]) -> str:
                 _cell(change["window_max_s"]),
                 _cell(change["excess_request_s"]),
                 _cell(change["failed"]),
+                _cell(change["estimate_within_s"]),
+                _cell(change["estimate_share_within"]),
             ]
             lines.append("| " + " | ".join(cells) + " |")
     lines += [

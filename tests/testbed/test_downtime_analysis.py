@@ -13,6 +13,7 @@ from testbed.downtime import (
     DowntimeScenario,
     RawRun,
     analyse,
+    estimate_reaction,
     latency_summary,
     longest_gap,
     markdown_table,
@@ -85,6 +86,21 @@ def test_a_run_is_analysed_from_the_clients_side() -> None:
     assert switch["first_on_new_max_s"] == pytest.approx(0.2)
     assert switch["unavailable_s"] == 0.0
     assert run["failed"] == 0
+
+
+def test_the_estimate_is_timed_against_the_links_rate() -> None:
+    # 50 mbit until the drop at 20 s; the estimate reads 30 mbit at 20.2 s (not within 25%
+    # of 2 mbit), 2.4 mbit at 20.4 s (within), then wanders to 3 mbit after 23 s.
+    estimates = [(t / 10, 50e6) for t in range(200)]
+    estimates += [(20.2, 30e6), (20.4, 2.4e6)]
+    estimates += [(20.5 + t / 10, 2.1e6) for t in range(25)]
+    estimates += [(23.0 + t / 10, 3e6) for t in range(170)]
+    reaction = estimate_reaction(estimates, 20.0, 40.0, 2e6)
+    assert reaction["estimate_within_s"] == pytest.approx(0.4)
+    # From 21 s: 20 samples at 2.1 mbit (21.0 .. 22.9), 170 at 3 mbit.
+    assert reaction["estimate_share_within"] == pytest.approx(20 / 190, abs=1e-3)
+    never = estimate_reaction([(21.0, 50e6)], 20.0, 40.0, 2e6)
+    assert never["estimate_within_s"] is None
 
 
 def test_repeats_give_the_median_and_the_range() -> None:
