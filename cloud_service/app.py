@@ -1,7 +1,8 @@
 """The cloud partition service: runs the tail of one cut.
 
 POST /v1/infer   wire frame of the cut tensor -> wire frame of the model outputs
-POST /v1/probe   N bytes -> how many arrived and how long reading them took (bandwidth probes)
+POST /v1/probe   N bytes -> how many arrived, how long reading them took, and the second
+                 half's bytes over its arrival time (bandwidth probes)
 GET  /health/live, /health/ready, /v1/partition, /metrics
 """
 
@@ -26,6 +27,7 @@ from neukonfig.service import (
     install_error_handlers,
     read_body,
 )
+from serving.bandwidth import arrival_tail
 from serving.compute_queue import ComputeQueue
 from serving.partition_host import PartitionHost, decode_inputs, health_router, start_loading
 
@@ -78,7 +80,14 @@ def create_app(settings: CloudSettings) -> FastAPI:
     @app.post(PROBE_PATH)
     async def probe(request: Request) -> dict[str, float | int]:
         started = time.perf_counter()
-        body = await read_body(request, limit=settings.max_body_bytes)
-        return {"received_bytes": len(body), "read_seconds": time.perf_counter() - started}
+        arrivals: list[tuple[float, int]] = []
+        body = await read_body(request, limit=settings.max_body_bytes, arrivals=arrivals)
+        tail_bytes, tail_seconds = arrival_tail(arrivals)
+        return {
+            "received_bytes": len(body),
+            "read_seconds": time.perf_counter() - started,
+            "tail_bytes": tail_bytes,
+            "tail_seconds": tail_seconds,
+        }
 
     return app

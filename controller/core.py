@@ -46,7 +46,6 @@ log = logging.getLogger("neukonfig.controller")
 HISTORY_SIZE = 1000
 STANDBY_REFRESH = "standby-refresh"
 PROBE_TARGET_S = 0.02
-SMALL_PROBE_BYTES = 64
 MAX_PROBE_BYTES = 1 << 20
 PROBE_SLACK = 20
 MIN_PROBE_TIMEOUT_S, MAX_PROBE_TIMEOUT_S = 1.0, 10.0
@@ -352,9 +351,9 @@ class Controller:
                 self.estimator.cap(now, flight["bytes"] * 8 / link_s)
 
     async def _probe(self) -> None:
-        """Send probe bytes across the link to some cloud partition, when traffic is thin:
-        a small probe, then a large one; the difference of their times is the link's time
-        for the extra bytes, with the round trip and HTTP handling cancelled out."""
+        """Send probe bytes across the link to some cloud partition, when traffic is thin.
+        The cloud times the second half of the bytes as they arrive: the link's time for
+        them, without the round trip, the HTTP handling or the link's burst allowance."""
         target = self.probe_url or next(
             (
                 p.cloud_url_for_edge
@@ -368,28 +367,27 @@ class Controller:
         size = self._probe_size()
         timeout = self._probe_timeout(size)
         try:
-            small = await self._timed_probe(target, SMALL_PROBE_BYTES, timeout)
-            large = await self._timed_probe(target, size, timeout)
+            response = await self._http.post(
+                target + PROBE_PATH, content=b"\0" * size, timeout=timeout
+            )
         except httpx.TimeoutException:
             # A collapsed link completes nothing, so no sample would ever say so.
             self.estimator.cap(time.monotonic(), size * 8 / timeout)
             return
         except httpx.HTTPError:
             return
-        if small is None or large is None:
+        if response.status_code != 200:
             return
-        extra_bytes, net = size - SMALL_PROBE_BYTES, large - small
-        if net < self.estimator.min_net_s:
+        answer = response.json()
+        tail_bytes, tail_seconds = int(answer["tail_bytes"]), float(answer["tail_seconds"])
+        if tail_seconds < self.estimator.min_net_s:
             # Too quick to time (the estimate is far too low, or the probe fit in the link's
             # burst): the link is at least this fast, and the next probe will be larger.
-            self.estimator.raise_floor(time.monotonic(), extra_bytes * 8 / self.estimator.min_net_s)
+            floor = max(tail_bytes, size // 2) * 8 / self.estimator.min_net_s
+            self.estimator.raise_floor(time.monotonic(), floor)
             return
-        self.estimator.add(Sample(time.monotonic(), extra_bytes, net, Source.ACTIVE, net=True))
-
-    async def _timed_probe(self, target: str, size: int, timeout: float) -> float | None:
-        started = time.perf_counter()
-        response = await self._http.post(target + PROBE_PATH, content=b"\0" * size, timeout=timeout)
-        return time.perf_counter() - started if response.status_code == 200 else None
+        sample = Sample(time.monotonic(), tail_bytes, tail_seconds, Source.ACTIVE, net=True)
+        self.estimator.add(sample)
 
     def _probe_timeout(self, size: int) -> float:
         """PROBE_SLACK times the probe's expected time at the estimate, within bounds: a

@@ -8,6 +8,7 @@ import asyncio
 import hmac
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -63,20 +64,29 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(500, f"internal error: {type(error).__name__}")
 
 
-async def read_body(request: Request, *, limit: int, timeout: float | None = None) -> bytes:
+async def read_body(
+    request: Request,
+    *,
+    limit: int,
+    timeout: float | None = None,
+    arrivals: list[tuple[float, int]] | None = None,
+) -> bytes:
     """The request body, refusing (413) anything over ``limit`` bytes before buffering it,
     and (408) a body that takes longer than ``timeout`` seconds to arrive: a client that
-    drips its body must not hold a connection and its buffer forever."""
+    drips its body must not hold a connection and its buffer forever. ``arrivals``, when
+    given, gets (perf_counter time, bytes so far) as each chunk arrives."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLargeError(f"body of {declared} bytes is over the {limit}-byte limit")
     try:
-        return await asyncio.wait_for(_read_limited(request, limit), timeout)
+        return await asyncio.wait_for(_read_limited(request, limit, arrivals), timeout)
     except asyncio.TimeoutError:
         raise BodyTimeoutError(f"the request body took longer than {timeout:g} s") from None
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
+async def _read_limited(
+    request: Request, limit: int, arrivals: list[tuple[float, int]] | None
+) -> bytes:
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -84,6 +94,8 @@ async def _read_limited(request: Request, limit: int) -> bytes:
         if size > limit:
             raise PayloadTooLargeError(f"body is over the {limit}-byte limit")
         chunks.append(chunk)
+        if arrivals is not None and chunk:
+            arrivals.append((time.perf_counter(), size))
     return b"".join(chunks)
 
 

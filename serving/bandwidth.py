@@ -10,8 +10,9 @@ fixed cost, and counting it as link time would read a 50 mbit link as a few mbit
 the estimator learns each source's fixed cost (the fastest small transfers of the last
 ``overhead_horizon_s``), takes it out of every sample, and uses only *informative*
 samples, those whose time is still ``min_net_s`` or more once it is out. Active probes
-cancel it themselves: a small and a large probe back to back, whose difference is the
-link's time for the extra bytes.
+are timed by the receiver instead (``arrival_tail``): the second half of the probe's
+bytes over the time they took to arrive, with neither the fixed cost nor the link's
+burst allowance in it.
 
 Freshest of all is the kernel: TCP_INFO's delivery rate on the sockets toward the cloud,
 measured by the sender per acknowledgement while the link is busy (read by the edge,
@@ -40,6 +41,23 @@ MIN_SECONDS = 1e-5
 SMALL_BYTES = 2048
 
 
+def arrival_tail(arrivals: list[tuple[float, int]]) -> tuple[int, float]:
+    """The bytes of a body that arrived after its first half, and the time they took
+    (from the arrival of the chunk that completed the first half to the last chunk).
+
+    The receiver's clock times the link alone: no round trip, no HTTP handling, and none
+    of the link's burst allowance, which a shaper (a token bucket) or a radio lets through
+    at line rate at the start of a transfer after an idle spell. A probe timed end to end
+    counts that burst as if the link had carried it at its rate and reads a slow link as
+    faster than it is (a 16 KiB probe on a 5 mbit tbf with a 4 KB bucket: 6.3 mbit).
+    (0, 0.0) when the body came in one chunk."""
+    if len(arrivals) < 2:
+        return 0, 0.0
+    total = arrivals[-1][1]
+    mid_at, mid_bytes = next((at, size) for at, size in arrivals if size * 2 >= total)
+    return total - mid_bytes, arrivals[-1][0] - mid_at
+
+
 class Source(str, enum.Enum):
     PASSIVE = "passive"
     ACTIVE = "active"
@@ -52,7 +70,7 @@ class Sample:
     bytes: int
     seconds: float  # as measured, fixed cost included unless ``net``
     source: Source = Source.PASSIVE
-    net: bool = False  # the fixed cost is already out (a difference of two probes)
+    net: bool = False  # the fixed cost is already out (a probe timed by its receiver)
 
 
 @dataclass(frozen=True)

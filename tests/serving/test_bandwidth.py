@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serving.bandwidth import BandwidthEstimator, Sample, Source
+from serving.bandwidth import BandwidthEstimator, Sample, Source, arrival_tail
 
 TICK = 0.1
 
@@ -149,7 +149,17 @@ def test_a_transfer_that_is_mostly_fixed_cost_is_not_evidence() -> None:
     assert estimate.age_s is None
 
 
-def test_a_probe_difference_is_the_links_time_alone() -> None:
+def test_the_arrival_tail_leaves_out_the_burst_at_the_start() -> None:
+    # 4 KB through at once (the shaper's bucket), then 12 KB at 5 mbit in 1 KB chunks.
+    arrivals = [(0.0, 4000)] + [(i * 8000 / 5e6, 4000 + i * 1000) for i in range(1, 13)]
+    tail_bytes, tail_seconds = arrival_tail(arrivals)
+    assert tail_bytes * 8 / tail_seconds == pytest.approx(5e6)
+    end_to_end = arrivals[-1][1] * 8 / arrivals[-1][0]
+    assert end_to_end > 6.5e6  # what timing the whole probe reads
+    assert arrival_tail([(0.0, 16_000)]) == (0, 0.0)
+
+
+def test_a_net_probe_sample_is_the_links_time_alone() -> None:
     estimator = BandwidthEstimator()
     estimator.add(Sample(1.0, 100_000, 100_000 * 8 / 20e6, Source.ACTIVE, net=True))
     estimate = estimator.update(1.5)

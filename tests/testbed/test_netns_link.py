@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from controller.backends.local import LocalService, ServiceKind
@@ -50,6 +51,38 @@ def test_tc_link_shapes_real_traffic_and_retunes_live(tiny_parts: Path, tmp_path
     assert not link.exists()
     devices = subprocess.run(["ip", "link", "show"], capture_output=True, text=True).stdout
     assert link.edge_device not in devices
+
+
+def test_a_probe_timed_by_its_receiver_reads_an_idle_shaped_link_at_its_rate(
+    tiny_parts: Path, tmp_path: Path
+) -> None:
+    """After an idle spell the tbf bucket is full and the start of a probe passes at line
+    rate; the cloud's timing of the second half must still read the configured rate."""
+    rate = 5e6
+    link = TcLink(rate_bps=rate).open()
+    probe = None
+    try:
+        probe = LocalService(
+            ServiceKind.CLOUD_PARTITION,
+            {"partition_dir": str(tiny_parts)},
+            tmp_path / "probe.log",
+            host=CLOUD_ADDRESS,
+            command_prefix=link.command_prefix,
+            other_network=True,
+        ).start()
+        probe.wait_ready()
+        readings = []
+        with httpx.Client(timeout=30) as client:
+            for _ in range(5):
+                time.sleep(0.3)  # idle: the bucket refills, as between the controller's probes
+                answer = client.post(f"{probe.url}/v1/probe", content=b"\0" * 16384).json()
+                readings.append(answer["tail_bytes"] * 8 / answer["tail_seconds"])
+        # tbf counts headers too, so the payload rate is a few percent under the rate.
+        assert 0.85 * rate < float(np.median(readings)) < 1.1 * rate, readings
+    finally:
+        if probe is not None:
+            probe.stop()
+        link.close()
 
 
 def test_close_removes_everything_even_after_a_failure() -> None:
