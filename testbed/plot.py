@@ -69,7 +69,17 @@ def _panel(axis: Axes, name: str, run: dict, report: dict) -> None:
     steps = [(step["at_s"], step["bps"] / 1e6) for step in report["schedule"]]
     times = [at for at, _ in steps] + [report["duration_s"]]
     rates = [mbit for _, mbit in steps] + [steps[-1][1]]
-    rate.step(times, rates, where="post", color="tab:green", linewidth=1)
+    rate.step(times, rates, where="post", color="tab:green", linewidth=1, label="link rate")
+    estimates = [(at, bps / 1e6) for at, bps, _ in run.get("controller_trace", []) if bps]
+    if estimates:
+        rate.plot(
+            *zip(*estimates, strict=True),
+            color="tab:olive",
+            linewidth=0.8,
+            linestyle="--",
+            label="controller's estimate",
+        )
+        rate.legend(loc="upper left", fontsize=7)
     rate.set_ylabel("link (Mbit/s)", color="tab:green")
     failed = run["failed"]
     axis.set_title(f"{name}: {failed} failed of {run['requests']}", fontsize=9, loc="left")

@@ -141,6 +141,7 @@ def test_plot_writes_a_png(tmp_path) -> None:
         "requests": 3,
         "failed": 1,
         "trace": [[0.0, 0.1, 200, True, 0], [1.0, 1.2, 200, True, 11], [1.5, 9.0, 0, False, None]],
+        "controller_trace": [[0.0, None, None], [0.5, 48e6, None], [1.5, 2.1e6, "cut 11"]],
         "switches": [
             {
                 "from_cut": 0,
