@@ -45,6 +45,7 @@ from serving.bandwidth import BandwidthEstimator, Sample, Source
 log = logging.getLogger("neukonfig.controller")
 HISTORY_SIZE = 1000
 STANDBY_REFRESH = "standby-refresh"
+AUTO_SWITCH = "automatic-switch"
 PROBE_TARGET_S = 0.02
 MAX_PROBE_BYTES = 1 << 20
 PROBE_SLACK = 20
@@ -102,7 +103,7 @@ class Controller:
         self.probe: ServiceHandle | None = None
         # Retirements and standby refreshes that run after a switch has finished; awaited
         # on shutdown.
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[object]] = set()
         self.probe_url: str | None = None
         self._http = httpx.AsyncClient(
             timeout=10.0, headers=internal_headers(settings.internal_token)
@@ -192,7 +193,9 @@ class Controller:
             self._probing.cancel()
             await asyncio.gather(self._probing, return_exceptions=True)
         for task in self._background:
-            if task.get_name() == STANDBY_REFRESH:  # a standby half-started is stopped
+            # A standby or an automatic switch half-started is stopped (a switch cut short
+            # leaves the old pipeline active, as a crash would).
+            if task.get_name() in (STANDBY_REFRESH, AUTO_SWITCH):
                 task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         if self.settings.stop_services_on_exit:
@@ -231,7 +234,7 @@ class Controller:
         if estimate.bits_per_second is None or self.active is None:
             return
         self.metrics.bandwidth.set(estimate.bits_per_second)
-        if not self.settings.auto or self._switch_lock.locked() or self._pinned():
+        if not self.settings.auto or self.switching or self._pinned():
             return
         if not estimate.confident:
             self.last_decision = "stay: not enough evidence of the link yet"
@@ -247,7 +250,17 @@ class Controller:
         )
         self.last_decision = f"{decision.decision.value}: {decision.detail}"
         if decision.decision is Decision.SWITCH:
-            await self.switch_to(decision.best_cut, reason=decision.detail)
+            # In the background: an on-demand start takes seconds on a slow edge, and the
+            # loop must go on measuring the link (and watching the cloud) meanwhile.
+            self._in_background(
+                self.switch_to(decision.best_cut, reason=decision.detail), name=AUTO_SWITCH
+            )
+
+    @property
+    def switching(self) -> bool:
+        """A switch holds the lock, or an automatic one is about to take it."""
+        starting = any(t.get_name() == AUTO_SWITCH and not t.done() for t in self._background)
+        return starting or self._switch_lock.locked()
 
     def _pinned(self) -> bool:
         """True while an operator's pin holds (an expired one is dropped here)."""
@@ -283,7 +296,7 @@ class Controller:
         """A dead or hung cloud: start a fresh pipeline for the best cut (on demand, as a
         standby may share the failed cloud host) and move to it; the edge answers locally
         meanwhile."""
-        if self._switch_lock.locked():
+        if self.switching:
             return
         reason = await self.cloud_watch.replacement_reason(self.active)
         if reason is None:
@@ -427,6 +440,9 @@ class Controller:
             except NeukonfigError as error:
                 record.outcome, record.error = Outcome.ABANDONED, error.message
                 log.error("switch to cut %d abandoned: %s", cut, error.message)
+            except asyncio.CancelledError:
+                record.outcome, record.error = Outcome.ABANDONED, "the controller is stopping"
+                raise
             else:
                 # Counted once the record is final, so /metrics and /v1/history agree.
                 self.metrics.switches.labels(strategy.value).inc()
@@ -447,7 +463,7 @@ class Controller:
             except NeukonfigError as error:
                 log.error("refreshing standby pipelines failed: %s", error.message)
 
-    def _in_background(self, coroutine: Coroutine[object, object, None], *, name: str) -> None:
+    def _in_background(self, coroutine: Coroutine[object, object, object], *, name: str) -> None:
         task = asyncio.create_task(coroutine, name=name)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -555,7 +571,7 @@ class Controller:
             "active": self.active.id if self.active else None,
             "bandwidth_bps": self.estimator.current,
             "last_decision": self.last_decision,
-            "switching": self._switch_lock.locked(),
+            "switching": self.switching,
             "pin": self.pin.describe() if self.pin is not None else None,
             "pipelines": [p.describe() for p in self.pipelines.values()],
         }
