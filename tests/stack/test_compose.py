@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MODEL = "mobilenetv2"
 HIGH, LOW = 50e6, 5e6
 # The planner's choice with the profiles taken inside the containers, edge 8x slower:
-# cut 34 (49 KiB) at 50 mbit, all-edge below about 16 mbit (docs/results.md).
+# cut 34 (49 KiB) at 50 mbit, all-edge below about 16 mbit (`neukonfig plan ... --sweep`).
 START_TIMEOUT_S = 240
 SWITCH_TIMEOUT_S = 60
 
