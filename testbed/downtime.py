@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -338,14 +339,20 @@ def analyse(raw: RawRun, scenario: DowntimeScenario) -> dict[str, object]:
         "wrong_answers": sum(r.status == 200 and not r.correct for r in records),
         "failure_reasons": failure_reasons(records),
         "answered_on_the_edge": sum(1 for r in records if r.ok and r.fallback),
+        "answered_on_the_edge_by_reason": dict(
+            Counter(r.local for r in records if r.ok and r.local is not None)
+        ),
         "longest_gap_s": longest_gap(records),
         "reactions": changes,
         "switches": switches,
         "edge_memory": _memory_view(raw, first_change),
         "memory_trace": [[round(m.at_s, 3), m.cgroup_bytes, m.pss_bytes] for m in raw.memory],
         "controller_trace": [[round(m.at_s, 3), m.estimate_bps, m.decision] for m in raw.memory],
+        # Per request: sent, done, status, correct, cut, and why the edge answered it on
+        # its own tail (None: the cloud did, or nothing crossed the link).
         "trace": [
-            [round(r.sent_s, 4), round(r.done_s, 4), r.status, r.correct, r.cut] for r in records
+            [round(r.sent_s, 4), round(r.done_s, 4), r.status, r.correct, r.cut, r.local]
+            for r in records
         ],
     }
 

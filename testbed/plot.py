@@ -37,12 +37,12 @@ def plot_downtime(report: dict, path: Path) -> Path:
 def _panel(axis: Axes, name: str, run: dict, report: dict) -> None:
     ok = [
         (sent, (done - sent) * 1e3)
-        for sent, done, status, correct, _ in run["trace"]
+        for sent, done, status, correct, *_ in run["trace"]
         if status == 200 and correct
     ]
     bad = [
         (sent, (done - sent) * 1e3)
-        for sent, done, status, correct, _ in run["trace"]
+        for sent, done, status, correct, *_ in run["trace"]
         if not (status == 200 and correct)
     ]
     if ok:

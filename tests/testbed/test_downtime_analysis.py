@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,20 @@ def test_a_run_is_analysed_from_the_clients_side() -> None:
     assert switch["first_on_new_max_s"] == pytest.approx(0.2)
     assert switch["unavailable_s"] == 0.0
     assert run["failed"] == 0
+
+
+def test_answers_from_the_edges_own_tail_are_counted_by_reason() -> None:
+    raw = drop_run()
+    reasons = ["local-tail; reason=link-backlog"] * 3 + ["local-tail; reason=cloud-late"]
+    for index, reason in enumerate(reasons, start=200):
+        raw.records[index] = dataclasses.replace(raw.records[index], local=reason)
+    run = analyse(raw, scenario())
+    assert run["answered_on_the_edge"] == 4
+    assert run["answered_on_the_edge_by_reason"] == {
+        "local-tail; reason=link-backlog": 3,
+        "local-tail; reason=cloud-late": 1,
+    }
+    assert run["trace"][200][5] == "local-tail; reason=link-backlog"
 
 
 def test_the_estimate_is_timed_against_the_links_rate() -> None:
