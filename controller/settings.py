@@ -49,7 +49,7 @@ class ControllerSettings(BaseSettings):
     cloud_threads: int | None = Field(default=None, ge=1)
     start_timeout_s: float = Field(default=120.0, gt=0, description="Bound on a pipeline start")
     drain_timeout_s: float = Field(default=30.0, ge=0)
-    probe_bytes: int = Field(default=16 * 1024, ge=1024, description="Smallest active probe")
+    probe_bytes: int = Field(default=32 * 1024, ge=1024, description="Smallest active probe")
     max_standby: int = Field(default=2, ge=0, description="Standby pipelines kept (standby only)")
     edge_memory_budget_mb: float | None = Field(
         default=None, gt=0, description="Edge memory that standby pipelines may fill"

@@ -166,7 +166,10 @@ def test_inference_through_the_gateway_gives_the_full_models_answer(stack, full_
 def test_bandwidth_drop_moves_to_new_containers_with_no_failed_request(
     stack, full_model, engine
 ) -> None:
-    client = _probe(stack, full_model, rate=8)
+    # 4 req/s: within the 8x-slowed edge's capacity even beside a CPU hog (at 8 req/s under
+    # stress-ng its queue bound refused requests, rightly, but that is the overload test's
+    # business, not this one's).
+    client = _probe(stack, full_model, rate=4)
     with ContainerLink(engine, instance=stack.project, rate_bps=HIGH) as link:
         cut_at_high = _wait_for(stack, lambda cut: cut not in (None, 72), "a split cut at 50 mbit")
         before = len(stack.switches())
@@ -279,9 +282,16 @@ def test_prometheus_scrapes_the_containers_and_every_panel_has_data(stack, full_
 
         asyncio.run(traffic())
         prometheus.wait_until_up(["gateway", "controller", PARTITIONS_JOB])
-        empty = [
-            title for title, expr in panel_queries(dashboard) if not query(prometheus.url, expr)
-        ]
+        # Every panel within a few scrapes: on a loaded machine the last scrapes of the
+        # traffic may land a while after it.
+        deadline = time.monotonic() + 30
+        while True:
+            empty = [
+                title for title, expr in panel_queries(dashboard) if not query(prometheus.url, expr)
+            ]
+            if not empty or time.monotonic() > deadline:
+                break
+            time.sleep(1)
     assert not empty, f"panels without data: {empty}"
 
 
