@@ -391,8 +391,11 @@ class Controller:
             return
         if response.status_code != 200:
             return
-        answer = response.json()
-        tail_bytes, tail_seconds = int(answer["tail_bytes"]), float(answer["tail_seconds"])
+        try:
+            answer = response.json()
+            tail_bytes, tail_seconds = int(answer["tail_bytes"]), float(answer["tail_seconds"])
+        except (ValueError, KeyError, TypeError):
+            return  # not a probe answer this controller understands: no evidence
         if tail_seconds < self.estimator.min_net_s:
             # Too quick to time (the estimate is far too low, or the probe fit in the link's
             # burst): the link is at least this fast, and the next probe will be larger.
