@@ -166,10 +166,7 @@ def test_inference_through_the_gateway_gives_the_full_models_answer(stack, full_
 def test_bandwidth_drop_moves_to_new_containers_with_no_failed_request(
     stack, full_model, engine
 ) -> None:
-    # 4 req/s: within the 8x-slowed edge's capacity even beside a CPU hog (at 8 req/s under
-    # stress-ng its queue bound refused requests, rightly, but that is the overload test's
-    # business, not this one's).
-    client = _probe(stack, full_model, rate=4)
+    client = _probe(stack, full_model, rate=8)
     with ContainerLink(engine, instance=stack.project, rate_bps=HIGH) as link:
         cut_at_high = _wait_for(stack, lambda cut: cut not in (None, 72), "a split cut at 50 mbit")
         before = len(stack.switches())
