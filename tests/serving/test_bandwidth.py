@@ -150,8 +150,10 @@ def test_a_transfer_that_is_mostly_fixed_cost_is_not_evidence() -> None:
 
 
 def test_the_arrival_tail_leaves_out_the_burst_at_the_start() -> None:
-    # 4 KB through at once (the shaper's bucket), then 12 KB at 5 mbit in 1 KB chunks.
-    arrivals = [(0.0, 4000)] + [(i * 8000 / 5e6, 4000 + i * 1000) for i in range(1, 13)]
+    # 4 KB through at once (the shaper's bucket, read as two chunks), then 12 KB at 5 mbit
+    # in 1 KB chunks.
+    arrivals = [(0.0, 2000), (0.0, 4000)]
+    arrivals += [(i * 8000 / 5e6, 4000 + i * 1000) for i in range(1, 13)]
     tail_bytes, tail_seconds = arrival_tail(arrivals)
     assert tail_bytes * 8 / tail_seconds == pytest.approx(5e6)
     end_to_end = arrivals[-1][1] * 8 / arrivals[-1][0]
