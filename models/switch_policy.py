@@ -13,9 +13,15 @@ So a switch needs all of:
    and at least ``min_estimates`` estimates in a row. A brief dip does not move us.
    A large advantage (``fast_gain_fraction`` of the current latency or more: a 10x step,
    not noise) needs only ``fast_dwell_s``, so the service reacts within a second.
-   Going back to a cut left less than ``flap_window_s`` ago doubles the dwell for each
-   such recent move, so a link that flaps around a boundary faster than the dwell
-   settles on one side instead of dragging the service along.
+   **Flap backoff.** The policy keeps the cut each estimate clearly prefers (the current
+   one when it is the best, another when that one's gain is past the band; inside the
+   band, none) and counts the *reversals* of that preference in the last
+   ``flap_window_s``: turning straight back to the cut it last turned away from.
+   One reversal is a drop and its recovery, followed at the usual dwell. From the
+   second on, the plain dwell doubles per reversal (at most ``flap_window_s``), so a
+   link that flips faster than that keeps the service on one side for as long as it
+   flips, however long that is. Counting the preference, not the moves, keeps the
+   memory fresh while the link flaps even when no move is made.
 3. **Payback**, when the request rate is known: the latency saved over ``horizon_s``
    (``gain * rate * horizon_s``, request-seconds) must exceed ``switch_cost_s``.
 
@@ -104,7 +110,9 @@ class SwitchPolicy:
         self.planner = planner
         self.rule = rule or SwitchRule()
         self._pending: _Pending | None = None
-        self._moves: deque[tuple[float, int, int]] = deque()  # (time, from, to)
+        self._preferred: int | None = None
+        self._left: tuple[float, int] | None = None  # (when, cut) the last change left
+        self._reversals: deque[float] = deque()  # times the preference went back
 
     def reset(self) -> None:
         self._pending = None
@@ -130,6 +138,8 @@ class SwitchPolicy:
 
         gain = current_s - best.latency_s
         needed = max(self.rule.min_gain_s, self.rule.min_gain_fraction * current_s)
+        if gain <= 0 or gain >= needed:  # inside the band the estimate prefers nothing
+            self._prefer(best.cut if gain >= needed else current_cut, now_s)
         if best.cut == current_cut or gain <= 0:
             self._pending = None
             return result(Decision.STAY, Reason.CURRENT_IS_BEST, "current cut is the best")
@@ -142,7 +152,7 @@ class SwitchPolicy:
             )
         waited_s, estimates = self._hold(current_cut, now_s)
         large = gain >= self.rule.fast_gain_fraction * current_s
-        dwell_s = self._dwell_s(best.cut, now_s, large=large)
+        dwell_s = self._dwell_s(now_s, large=large)
         if waited_s < dwell_s or estimates < self.rule.min_estimates:
             return result(
                 Decision.STAY,
@@ -160,22 +170,37 @@ class SwitchPolicy:
                     f"switch costs {switch_cost_s:.3f} s",
                 )
         self._pending = None
-        self._moves.append((now_s, current_cut, best.cut))
         return result(
             Decision.SWITCH,
             Reason.BETTER_CUT,
             f"cut {best.cut} beats cut {current_cut} by {gain * 1e3:.2f} ms",
         )
 
-    def _dwell_s(self, target_cut: int, now_s: float, *, large: bool) -> float:
-        """The rule's dwell (short for a large advantage), doubled for every recent move
-        away from ``target_cut``."""
-        while self._moves and self._moves[0][0] < now_s - self.rule.flap_window_s:
-            self._moves.popleft()
-        returns = sum(1 for _, left, _ in self._moves if left == target_cut)
-        fast = min(self.rule.fast_dwell_s, self.rule.dwell_s)
-        base = fast if large and not returns else self.rule.dwell_s
-        return base * 2**returns
+    def _dwell_s(self, now_s: float, *, large: bool) -> float:
+        """The rule's dwell (short for a large advantage); while the preference keeps
+        reversing, the plain dwell doubled per reversal after the first."""
+        extra = max(0, self._recent_reversals(now_s) - 1)
+        if extra == 0:
+            return min(self.rule.fast_dwell_s, self.rule.dwell_s) if large else self.rule.dwell_s
+        return min(self.rule.dwell_s * 2**extra, max(self.rule.flap_window_s, self.rule.dwell_s))
+
+    def _prefer(self, cut: int, now_s: float) -> None:
+        """Note the cut this estimate prefers. Turning straight back to the cut the last
+        change turned away from, within the flap window, is a reversal; a sweep through
+        cuts (a drop read on its way down, A -> B -> C, and its recovery C -> B -> A)
+        has one reversal, however many cuts it passes."""
+        previous, self._preferred = self._preferred, cut
+        if previous is None or previous == cut:
+            return
+        left = self._left
+        if left is not None and left[1] == cut and left[0] >= now_s - self.rule.flap_window_s:
+            self._reversals.append(now_s)
+        self._left = (now_s, previous)
+
+    def _recent_reversals(self, now_s: float) -> int:
+        while self._reversals and self._reversals[0] < now_s - self.rule.flap_window_s:
+            self._reversals.popleft()
+        return len(self._reversals)
 
     def _hold(self, current_cut: int, now_s: float) -> tuple[float, int]:
         """Extend (or start) the run of estimates in which leaving ``current_cut`` paid."""
