@@ -19,7 +19,12 @@ from cloud_service.settings import CloudSettings
 from models.runtime import Role
 from neukonfig import wire
 from neukonfig.metrics import Metrics, Stage
-from neukonfig.protocol import COMPUTE_SECONDS_HEADER, INFER_PATH, PROBE_PATH
+from neukonfig.protocol import (
+    ARRIVAL_TAIL_HEADER,
+    COMPUTE_SECONDS_HEADER,
+    INFER_PATH,
+    PROBE_PATH,
+)
 from neukonfig.service import (
     add_metrics_route,
     add_plain_route,
@@ -55,7 +60,8 @@ def create_app(settings: CloudSettings) -> FastAPI:
     async def infer(request: Request) -> Response:
         try:
             host.queue.admit("the cloud partition")
-            body = await read_body(request, limit=settings.max_body_bytes)
+            arrivals: list[tuple[float, int]] = []
+            body = await read_body(request, limit=settings.max_body_bytes, arrivals=arrivals)
             # From here on the link is done: the edge takes this time out of its transfer
             # time, so a wait for a turn here must count, or it would read as a slow link.
             arrived = time.perf_counter()
@@ -67,9 +73,12 @@ def create_app(settings: CloudSettings) -> FastAPI:
             raise
         metrics.observe_stage(Stage.CLOUD_COMPUTE, seconds)
         metrics.count_request(200)
-        return Response(
-            frame, media_type=wire.CONTENT_TYPE, headers={COMPUTE_SECONDS_HEADER: f"{seconds:.9f}"}
-        )
+        tail_bytes, tail_seconds = arrival_tail(arrivals)
+        headers = {
+            COMPUTE_SECONDS_HEADER: f"{seconds:.9f}",
+            ARRIVAL_TAIL_HEADER: f"{tail_bytes} {tail_seconds:.9f}",
+        }
+        return Response(frame, media_type=wire.CONTENT_TYPE, headers=headers)
 
     # Before every other route: a request is matched against the routes in order, and
     # each one ahead costs ~2-6 µs (12 µs for /metrics and health, measured in-process).

@@ -40,7 +40,7 @@ from neukonfig.metrics import Metrics
 from neukonfig.protocol import PROBE_PATH, TRANSFERS_PATH
 from neukonfig.service import internal_headers
 from neukonfig.units import parse_bandwidth, parse_duration
-from serving.bandwidth import BandwidthEstimator, Sample, Source
+from serving.bandwidth import BandwidthEstimator, Sample, Source, transfer_sample
 
 log = logging.getLogger("neukonfig.controller")
 HISTORY_SIZE = 1000
@@ -335,7 +335,15 @@ class Controller:
             if not record.get("warm", True):
                 continue  # a new connection's handshake and slow start are not the link
             at = now - max(wall - record["unix_time"], 0.0)
-            self.estimator.add(Sample(at, record["bytes"], record["seconds"]))
+            sample = transfer_sample(
+                at,
+                record["bytes"],
+                record["seconds"],
+                tail_bytes=record.get("tail_bytes", 0),
+                tail_seconds=record.get("tail_seconds", 0.0),
+            )
+            if sample is not None:
+                self.estimator.add(sample)
         kernel = snapshot.get("kernel")
         undelivered = (
             kernel["undelivered_bytes"]

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from neukonfig.peer_client import PeerClient
 from neukonfig.protocol import Transfer
 from neukonfig.tcp_info import read_tcp_info
-from serving.bandwidth import BandwidthEstimator, Sample
+from serving.bandwidth import BandwidthEstimator, transfer_sample
 
 # A kernel reading older than this is not "now".
 KERNEL_FRESH_S = 0.5
@@ -89,21 +89,27 @@ class LinkMonitor:
         cloud_seconds: float,
         delivered: bool,
         warm: bool = True,
+        tail: tuple[int, float] = (0, 0.0),
     ) -> None:
         """A cloud call ended; ``delivered``: it completed (a failure teaches no rate);
         ``warm``: on a connection past its handshake and slow start. A cold transfer is
-        recorded but teaches no rate: slow start would read a fast link as a slow one."""
+        recorded but teaches no rate: slow start would read a fast link as a slow one.
+        ``tail``: the body's second half as the cloud timed it (bytes, seconds)."""
         flight = self._in_flight.pop(token, None)
         if flight is None or not delivered:
             return
         self._seq += 1
         self._history.append(
-            Transfer(self._seq, time.time(), flight.bytes, seconds, cloud_seconds, warm)
+            Transfer(self._seq, time.time(), flight.bytes, seconds, cloud_seconds, warm, *tail)
         )
         if not warm:
             return
         now = time.monotonic()
-        self.estimator.add(Sample(now, flight.bytes, seconds))
+        sample = transfer_sample(
+            now, flight.bytes, seconds, tail_bytes=tail[0], tail_seconds=tail[1]
+        )
+        if sample is not None:
+            self.estimator.add(sample)
         self._recent.append((now, seconds))
         while self._recent and self._recent[0][0] < now - NORMAL_HORIZON_S:
             self._recent.popleft()

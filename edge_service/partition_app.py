@@ -36,6 +36,7 @@ from neukonfig.manifest import CutKind
 from neukonfig.metrics import Metrics, Stage
 from neukonfig.peer_client import PeerClient
 from neukonfig.protocol import (
+    ARRIVAL_TAIL_HEADER,
     CLOUD_SECONDS_HEADER,
     COMPUTE_SECONDS_HEADER,
     EDGE_SECONDS_HEADER,
@@ -44,6 +45,7 @@ from neukonfig.protocol import (
     TRANSFER_BYTES_HEADER,
     TRANSFER_SECONDS_HEADER,
     TRANSFERS_PATH,
+    parse_arrival_tail,
 )
 from neukonfig.service import (
     add_metrics_route,
@@ -218,6 +220,7 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
         started = time.perf_counter()
         token = link.begin(len(frame))
         delivered, warm, transfer_seconds, cloud_seconds = False, False, 0.0, 0.0
+        tail: tuple[int, float] = (0, 0.0)
         try:
             try:
                 response = await cloud.post(INFER_PATH, content=frame, headers=_FRAME_HEADERS)
@@ -234,6 +237,7 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
                 )
             cloud_seconds = float(response.headers.get(COMPUTE_SECONDS_HEADER, 0.0))
             transfer_seconds = max(round_trip - cloud_seconds, 0.0)
+            tail = parse_arrival_tail(response.headers.get(ARRIVAL_TAIL_HEADER))
             delivered, warm = True, response.reused_connection
         finally:
             link.end(
@@ -242,6 +246,7 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
                 cloud_seconds=cloud_seconds,
                 delivered=delivered,
                 warm=warm,
+                tail=tail,
             )
         cloud_times.record(cloud_seconds)
         return response.content, transfer_seconds, cloud_seconds

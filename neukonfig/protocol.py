@@ -18,6 +18,9 @@ READY_PATH = "/health/ready"
 
 # Stage timings ride on the response, so the gateway needs no second round trip.
 COMPUTE_SECONDS_HEADER = "x-neukonfig-compute-seconds"  # cloud -> edge
+# cloud -> edge: "<bytes> <seconds>", the request body's second half as the cloud's clock
+# saw it arrive (serving.bandwidth.arrival_tail); "0 0" when it came in one piece.
+ARRIVAL_TAIL_HEADER = "x-neukonfig-arrival-tail"
 EDGE_SECONDS_HEADER = "x-neukonfig-edge-seconds"  # edge -> gateway, and the three below
 TRANSFER_SECONDS_HEADER = "x-neukonfig-transfer-seconds"
 CLOUD_SECONDS_HEADER = "x-neukonfig-cloud-seconds"
@@ -32,6 +35,16 @@ PIPELINE_HEADER = "x-neukonfig-pipeline"
 CUT_HEADER = "x-neukonfig-cut"
 
 
+def parse_arrival_tail(value: str | None) -> tuple[int, float]:
+    """``ARRIVAL_TAIL_HEADER``'s (bytes, seconds); (0, 0.0), not timed, when absent or
+    malformed: a peer that cannot time its input teaches nothing, it breaks nothing."""
+    try:
+        size, seconds = (value or "").split()
+        return max(int(size), 0), max(float(seconds), 0.0)
+    except ValueError:
+        return 0, 0.0
+
+
 @dataclass(frozen=True)
 class Transfer:
     """One crossing of the link: what the bandwidth estimator learns from real traffic."""
@@ -42,3 +55,5 @@ class Transfer:
     seconds: float  # round trip minus the cloud's own compute time
     cloud_seconds: float
     warm: bool = True  # on a reused connection: no handshake or slow start in ``seconds``
+    tail_bytes: int = 0  # the body's second half, timed by the receiver (0: not timed)
+    tail_seconds: float = 0.0

@@ -39,6 +39,11 @@ from dataclasses import dataclass
 MIN_SECONDS = 1e-5
 # Transfers up to this size measure the fixed cost (round trip, HTTP), not the rate.
 SMALL_BYTES = 2048
+# Below this a transfer may fit largely in the link's burst allowance (a shaper's token
+# bucket, a radio's grant): timed end to end it reads near line rate (a 5 KiB tensor on a
+# 5 mbit tbf with a 4 KB bucket read 7-13 mbit), so only the receiver's timing of it
+# counts. The controller's probes are never smaller, for the same reason.
+BURST_SAFE_BYTES = 32 * 1024
 
 
 def arrival_tail(arrivals: list[tuple[float, int]]) -> tuple[int, float]:
@@ -71,6 +76,19 @@ class Sample:
     seconds: float  # as measured, fixed cost included unless ``net``
     source: Source = Source.PASSIVE
     net: bool = False  # the fixed cost is already out (a probe timed by its receiver)
+
+
+def transfer_sample(
+    at_s: float, size: int, seconds: float, *, tail_bytes: int = 0, tail_seconds: float = 0.0
+) -> Sample | None:
+    """What one completed transfer teaches: small ones the fixed cost, large ones the rate
+    end to end, those in between only their tail as the receiver timed it (None: nothing,
+    when it came in one piece)."""
+    if size <= SMALL_BYTES or size >= BURST_SAFE_BYTES:
+        return Sample(at_s, size, seconds)
+    if tail_bytes > 0 and tail_seconds > 0:
+        return Sample(at_s, tail_bytes, tail_seconds, net=True)
+    return None
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -9,7 +11,9 @@ import numpy as np
 import pytest
 
 from models.partition import partition_model
+from neukonfig import wire
 from neukonfig.manifest import read_manifest
+from neukonfig.protocol import ARRIVAL_TAIL_HEADER, INFER_PATH, parse_arrival_tail
 from tests.services.oip_client import binary_request, json_request, outputs_of
 from tests.services.stack import Stack, expected_logits, start_stack
 
@@ -67,6 +71,33 @@ def test_edge_records_each_transfer_for_bandwidth_estimates(tiny_stack: Stack):
     assert len(after) == len(before) + 1
     assert after[-1]["bytes"] >= tiny_stack.manifest.cut(2).bytes
     assert after[-1]["seconds"] > 0
+
+
+def test_the_cloud_times_the_second_half_of_a_tensor_as_it_arrives(tiny_stack: Stack):
+    """The edge's rate evidence for mid-sized tensors: sent in two pieces 50 ms apart,
+    the second half's bytes and time come back on the answer."""
+    _, cloud = tiny_stack.pipelines[1]
+    cut = tiny_stack.manifest.cut(1)
+    shape = [1 if isinstance(d, str) else d for d in cut.shape]
+    frame = wire.encode({cut.tensor: np.zeros(shape, np.float32)})
+    first = len(frame) * 3 // 4
+    gap_s = 0.05
+
+    def two_pieces() -> Iterator[bytes]:
+        yield frame[:first]
+        time.sleep(gap_s)  # the slow link this test stands in for, not a wait
+        yield frame[first:]
+
+    response = httpx.post(
+        f"{cloud.url}{INFER_PATH}",
+        content=two_pieces(),
+        headers={"content-type": wire.CONTENT_TYPE},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    tail_bytes, tail_seconds = parse_arrival_tail(response.headers.get(ARRIVAL_TAIL_HEADER))
+    assert tail_bytes == len(frame) - first
+    assert gap_s * 0.9 <= tail_seconds < 5.0
 
 
 def test_cloud_probe_endpoint_counts_bytes(tiny_stack: Stack):

@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serving.bandwidth import BandwidthEstimator, Sample, Source, arrival_tail
+from serving.bandwidth import (
+    BURST_SAFE_BYTES,
+    SMALL_BYTES,
+    BandwidthEstimator,
+    Sample,
+    Source,
+    arrival_tail,
+    transfer_sample,
+)
 
 TICK = 0.1
 
@@ -159,6 +167,27 @@ def test_the_arrival_tail_leaves_out_the_burst_at_the_start() -> None:
     end_to_end = arrivals[-1][1] * 8 / arrivals[-1][0]
     assert end_to_end > 6.5e6  # what timing the whole probe reads
     assert arrival_tail([(0.0, 16_000)]) == (0, 0.0)
+
+
+def test_a_mid_sized_transfer_teaches_only_its_receiver_timed_tail() -> None:
+    """A 5.3 KB tensor on a 5 mbit tbf with a 4 KB bucket: 4 KB go through at once, the
+    last 1.3 KB at 5 mbit. End to end (with 1 ms of fixed cost left in) it reads about
+    4x the link; its tail as the cloud timed it reads the link."""
+    size, tail = 5_300, 1_300
+    tail_seconds = tail * 8 / 5e6
+    end_to_end = 0.001 + tail_seconds
+    assert size * 8 / end_to_end > 12e6
+    sample = transfer_sample(1.0, size, end_to_end, tail_bytes=tail, tail_seconds=tail_seconds)
+    assert sample == Sample(1.0, tail, tail_seconds, net=True)
+    estimator = BandwidthEstimator(min_net_s=0.002)
+    estimator.add(sample)
+    assert estimator.update(1.0).bits_per_second == pytest.approx(5e6)
+    # Untimed (it came in one piece): no evidence, so the probes are asked for.
+    assert transfer_sample(1.0, size, end_to_end) is None
+    # Small ones still teach the fixed cost, large ones the rate end to end.
+    assert transfer_sample(1.0, SMALL_BYTES, 0.001) == Sample(1.0, SMALL_BYTES, 0.001)
+    big = transfer_sample(1.0, BURST_SAFE_BYTES, 0.06, tail_bytes=1, tail_seconds=1.0)
+    assert big == Sample(1.0, BURST_SAFE_BYTES, 0.06)
 
 
 def test_a_net_probe_sample_is_the_links_time_alone() -> None:
