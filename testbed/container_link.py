@@ -16,7 +16,7 @@ import threading
 from types import TracebackType
 from typing import Any
 
-from testbed.netns import run_checked, tbf_arguments
+from testbed.netns import NetnsUnavailableError, run_checked, tbf_arguments
 
 CLOUD_ROLES = ("cloud", "probe")
 PEER_INDEX = re.compile(r"^\d+: eth0@if(\d+):")
@@ -33,6 +33,7 @@ class ContainerLink:
         self.shaped: dict[str, float] = {}  # host veth -> rate applied
         self._veths: dict[str, str] = {}  # container id -> host veth
         self._stop = threading.Event()
+        self._shaping = threading.Lock()  # the thread and set_rate both shape
         self._thread = threading.Thread(target=self._loop, name="container-link", daemon=True)
         self.errors: list[str] = []
 
@@ -61,13 +62,25 @@ class ContainerLink:
         self.shaped.clear()
 
     def shape_now(self) -> None:
-        rate = self.rate_bps
+        with self._shaping:
+            self._shape_all(self.rate_bps)
+
+    def _shape_all(self, rate: float) -> None:
         for container in self._cloud_containers():
             veth = self._host_veth(container)
             if veth is None or self.shaped.get(veth) == rate:
                 continue
             verb = "change" if veth in self.shaped else "replace"
-            run_checked("tc", "qdisc", verb, "dev", veth, "root", "tbf", *tbf_arguments(rate))
+            try:
+                run_checked("tc", "qdisc", verb, "dev", veth, "root", "tbf", *tbf_arguments(rate))
+            except NetnsUnavailableError:
+                if _link_exists(veth):
+                    raise
+                # The container stopped since it was listed (a standby or a drained
+                # pipeline going): nothing of it is left to shape.
+                self.shaped.pop(veth, None)
+                self._veths = {c: v for c, v in self._veths.items() if v != veth}
+                continue
             self.shaped[veth] = rate
 
     def _loop(self) -> None:
@@ -102,3 +115,8 @@ class ContainerLink:
                 self._veths[container.id] = name.strip().split("@")[0]
                 return self._veths[container.id]
         return None
+
+
+def _link_exists(name: str) -> bool:
+    shown = subprocess.run(["ip", "link", "show", "dev", name], capture_output=True, check=False)
+    return shown.returncode == 0
