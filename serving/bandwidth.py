@@ -12,7 +12,8 @@ the estimator learns each source's fixed cost (the fastest small transfers of th
 samples, those whose time is still ``min_net_s`` or more once it is out. Active probes
 are timed by the receiver instead (``arrival_tail``): the second half of the probe's
 bytes over the time they took to arrive, with neither the fixed cost nor the link's
-burst allowance in it.
+burst allowance in it. So are real tensors too small to outlast that burst
+(``transfer_sample``): the cloud reports their tail on its answer.
 
 Freshest of all is the kernel: TCP_INFO's delivery rate on the sockets toward the cloud,
 measured by the sender per acknowledgement while the link is busy (read by the edge,
