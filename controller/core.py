@@ -342,8 +342,7 @@ class Controller:
                 tail_bytes=record.get("tail_bytes", 0),
                 tail_seconds=record.get("tail_seconds", 0.0),
             )
-            if sample is not None:
-                self.estimator.add(sample)
+            self.estimator.add(sample)
         kernel = snapshot.get("kernel")
         undelivered = (
             kernel["undelivered_bytes"]

@@ -105,11 +105,9 @@ class LinkMonitor:
         if not warm:
             return
         now = time.monotonic()
-        sample = transfer_sample(
-            now, flight.bytes, seconds, tail_bytes=tail[0], tail_seconds=tail[1]
+        self.estimator.add(
+            transfer_sample(now, flight.bytes, seconds, tail_bytes=tail[0], tail_seconds=tail[1])
         )
-        if sample is not None:
-            self.estimator.add(sample)
         self._recent.append((now, seconds))
         while self._recent and self._recent[0][0] < now - NORMAL_HORIZON_S:
             self._recent.popleft()

@@ -42,8 +42,8 @@ MIN_SECONDS = 1e-5
 SMALL_BYTES = 2048
 # Below this a transfer may fit largely in the link's burst allowance (a shaper's token
 # bucket, a radio's grant): timed end to end it reads near line rate (a 5 KiB tensor on a
-# 5 mbit tbf with a 4 KB bucket read 7-13 mbit), so only the receiver's timing of it
-# counts. The controller's probes are never smaller, for the same reason.
+# 5 mbit tbf with a 4 KB bucket read 7-13 mbit), so the receiver's timing of it counts
+# where there is one. The controller's probes are never smaller, for the same reason.
 BURST_SAFE_BYTES = 32 * 1024
 
 
@@ -81,15 +81,14 @@ class Sample:
 
 def transfer_sample(
     at_s: float, size: int, seconds: float, *, tail_bytes: int = 0, tail_seconds: float = 0.0
-) -> Sample | None:
+) -> Sample:
     """What one completed transfer teaches: small ones the fixed cost, large ones the rate
-    end to end, those in between only their tail as the receiver timed it (None: nothing,
-    when it came in one piece)."""
-    if size <= SMALL_BYTES or size >= BURST_SAFE_BYTES:
-        return Sample(at_s, size, seconds)
-    if tail_bytes > 0 and tail_seconds > 0:
+    end to end, those in between their tail as the receiver timed it. One that came in one
+    piece (a link that hands over whole chunks, like the shaping proxy, or a loop too busy
+    to read in between) has no tail and is timed end to end, as before."""
+    if SMALL_BYTES < size < BURST_SAFE_BYTES and tail_bytes > 0 and tail_seconds > 0:
         return Sample(at_s, tail_bytes, tail_seconds, net=True)
-    return None
+    return Sample(at_s, size, seconds)
 
 
 @dataclass(frozen=True)

@@ -182,8 +182,8 @@ def test_a_mid_sized_transfer_teaches_only_its_receiver_timed_tail() -> None:
     estimator = BandwidthEstimator(min_net_s=0.002)
     estimator.add(sample)
     assert estimator.update(1.0).bits_per_second == pytest.approx(5e6)
-    # Untimed (it came in one piece): no evidence, so the probes are asked for.
-    assert transfer_sample(1.0, size, end_to_end) is None
+    # Untimed (it came in one piece): end to end, the only timing there is.
+    assert transfer_sample(1.0, size, end_to_end) == Sample(1.0, size, end_to_end)
     # Small ones still teach the fixed cost, large ones the rate end to end.
     assert transfer_sample(1.0, SMALL_BYTES, 0.001) == Sample(1.0, SMALL_BYTES, 0.001)
     big = transfer_sample(1.0, BURST_SAFE_BYTES, 0.06, tail_bytes=1, tail_seconds=1.0)

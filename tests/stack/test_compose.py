@@ -166,7 +166,7 @@ def test_inference_through_the_gateway_gives_the_full_models_answer(stack, full_
 def test_bandwidth_drop_moves_to_new_containers_with_no_failed_request(
     stack, full_model, engine
 ) -> None:
-    client = _probe(stack, full_model, rate=8)
+    client = _probe(stack, full_model, rate=4)
     with ContainerLink(engine, instance=stack.project, rate_bps=HIGH) as link:
         cut_at_high = _wait_for(stack, lambda cut: cut not in (None, 72), "a split cut at 50 mbit")
         before = len(stack.switches())
@@ -220,9 +220,7 @@ def test_killed_controller_restarts_and_adopts_its_containers(stack, engine) -> 
     # Settled: after the drop test the link is unshaped and the controller moves back to
     # a split cut, where it stays (a kill in mid-switch is a different test).
     _wait_for(stack, lambda cut: cut not in (None, 72), "a split cut")
-    assert len(_partition_containers(engine, stack.project, role="edge")) == 1, "old one drained"
-    before = _managed(engine, stack.project)
-    active = stack.state()["active"]
+    active, before = _only_the_active_pipeline(stack, engine)
     stack.compose("kill", "controller")
     assert httpx.get(f"{stack.gateway}/v2/health/ready", timeout=5).status_code == 200
     stack.compose("up", "-d", "controller")
@@ -252,6 +250,22 @@ def test_killed_controller_restarts_and_adopts_its_containers(stack, engine) -> 
         (c.labels.get("neukonfig.pipeline"), c.labels["neukonfig.role"]) for c in after.values()
     ]
     assert len(roles) == len(set(roles)), f"a service started twice: {roles}"
+
+
+def _only_the_active_pipeline(stack: Stack, engine) -> tuple[str, dict[str, object]]:
+    """The active pipeline's id and the managed containers, once the pipelines it left are
+    gone: a drained pipeline's cloud may outlive its edge by a moment, and a controller
+    killed then rightly does not adopt what it was already stopping."""
+    deadline = time.monotonic() + SWITCH_TIMEOUT_S
+    while True:
+        state = stack.state()
+        managed = _managed(engine, stack.project)
+        pipelines = {c.labels.get("neukonfig.pipeline") for c in managed.values()} - {None}
+        if not state["switching"] and pipelines == {state["active"]}:
+            return state["active"], managed
+        if time.monotonic() > deadline:
+            pytest.fail(f"pipelines {pipelines} still up beside the active one: {state}")
+        time.sleep(0.5)
 
 
 def _managed(engine, project: str) -> dict[str, object]:
