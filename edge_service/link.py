@@ -68,7 +68,8 @@ class LinkMonitor:
         self._seq = 0
         self._last_kernel: KernelReading | None = None
         self._recent: deque[tuple[float, float]] = deque()
-        self._acked: dict[int, int] = {}  # bytes acked per connection at the last reading
+        # Bytes acked per connection (``_connection_key``) at the last reading.
+        self._acked: dict[tuple[int, object], int] = {}
         self._delivered = 0  # bytes acked over every connection since this service began
         self._marks: deque[tuple[float, int, bool]] = deque()  # (time, delivered, busy)
         # The edge's own view, for deciding per request; the controller keeps its own.
@@ -131,8 +132,9 @@ class LinkMonitor:
         infos = {}
         for sock in self.cloud.sockets():
             info = read_tcp_info(sock)
-            if info is not None:
-                infos[id(sock)] = info
+            key = _connection_key(sock)
+            if info is not None and key is not None:
+                infos[key] = info
         if not infos:
             return None
         for key, info in infos.items():
@@ -159,6 +161,11 @@ class LinkMonitor:
         )
         self._last_kernel = reading
         return reading
+
+    @property
+    def delivered_bytes(self) -> int:
+        """Bytes the cloud acknowledged over every connection, as of the last reading."""
+        return self._delivered
 
     def _busy_stretch_rate(self, now: float) -> float | None:
         """Acknowledged bytes per second since the earliest mark from which the link has
@@ -224,3 +231,15 @@ class LinkMonitor:
             ],
             "kernel": asdict(reading) | {"age_s": now - reading.at_s} if reading else None,
         }
+
+
+def _connection_key(sock: object) -> tuple[int, object] | None:
+    """Which connection this is, across readings. Not ``id(sock)`` alone: a closed
+    connection's socket object is freed and a new connection's often gets its address, and
+    its whole count of acknowledged bytes would then read as delivered since the last
+    reading (a 5 mbit link read as 10). The local address tells them apart: a closed
+    connection's port stays in TIME_WAIT. None: the socket is already closed."""
+    try:
+        return id(sock), sock.getsockname()  # type: ignore[attr-defined]
+    except OSError:
+        return None

@@ -1,0 +1,72 @@
+"""The edge's kernel view of its link, on real loopback TCP connections."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from edge_service.link import LinkMonitor
+from neukonfig.tcp_info import read_tcp_info
+
+
+class _OneObjectTwoConnections:
+    """A socket object whose connection changes underneath: what a freed socket object's
+    address taken by the next connection looks like to ``id()``."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def getsockopt(self, *args: int) -> bytes:
+        return self.sock.getsockopt(*args)
+
+    def getsockname(self) -> object:
+        return self.sock.getsockname()
+
+
+class _Cloud:
+    def __init__(self, sockets: list[object]) -> None:
+        self._sockets = sockets
+
+    def sockets(self) -> list[object]:
+        return self._sockets
+
+
+@pytest.fixture
+def connections() -> Iterator[list[socket.socket]]:
+    opened: list[socket.socket] = []
+    yield opened
+    for sock in opened:
+        sock.close()
+
+
+def _sent(payload: int, opened: list[socket.socket]) -> socket.socket:
+    """A loopback connection whose client has had ``payload`` bytes acknowledged."""
+    server = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(server.getsockname())
+    peer, _ = server.accept()
+    opened += [server, client, peer]
+    client.sendall(b"x" * payload)
+    received = 0
+    while received < payload:
+        received += len(peer.recv(1 << 20))
+    deadline = time.monotonic() + 10
+    while (info := read_tcp_info(client)) is None or info.bytes_acked < payload:
+        assert time.monotonic() < deadline, "the kernel never acknowledged the payload"
+        time.sleep(0.01)
+    return client
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TCP_INFO is Linux's")
+def test_a_new_connection_in_an_old_sockets_place_adds_no_delivered_bytes(connections):
+    first = _sent(100_000, connections)
+    second = _sent(1_000_000, connections)
+    sock = _OneObjectTwoConnections(first)
+    monitor = LinkMonitor(_Cloud([sock]), kernel_evidence=True)  # type: ignore[arg-type]
+    monitor.kernel()
+    sock.sock = second
+    monitor.kernel()
+    assert monitor.delivered_bytes == 0, "the second connection's bytes were never sent here"
