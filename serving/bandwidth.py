@@ -42,8 +42,10 @@ MIN_SECONDS = 1e-5
 SMALL_BYTES = 2048
 # Below this a transfer may fit largely in the link's burst allowance (a shaper's token
 # bucket, a radio's grant): timed end to end it reads near line rate (a 5 KiB tensor on a
-# 5 mbit tbf with a 4 KB bucket read 7-13 mbit), so the receiver's timing of it counts
-# where there is one. The controller's probes are never smaller, for the same reason.
+# 5 mbit tbf with a 4 KB bucket read 7-13 mbit), so the receiver's timing of its second
+# half counts where there is one: that leaves out a bucket under half the tensor (one
+# over half, the tensor really does cross that fast). The controller's probes are never
+# smaller, for the same reason.
 BURST_SAFE_BYTES = 32 * 1024
 
 
@@ -141,6 +143,10 @@ class BandwidthEstimator:
         # are worse evidence than it: they do not move the estimate for this long.
         self.kernel_hold_s = kernel_hold_s
         self._last_kernel_s: float | None = None
+        # The hold keeps only what two readings or more agreed on: the last reading of a
+        # busy spell can be far off (cut short by cancelled calls), and holding it alone
+        # froze the estimate at 2x or 1/3 of the link for a second in CI.
+        self._kernel_agreed = False
         self._kernel: deque[tuple[float, float]] = deque()  # (monotonic time, bits/s)
         self._newest_informative_s: float | None = None
         self._decisive_s: float | None = None  # the latest cap or floor
@@ -211,11 +217,16 @@ class BandwidthEstimator:
         self._expire(now_s)
         while self._kernel and self._kernel[0][0] < now_s - self.kernel_window_s:
             self._kernel.popleft()
-        held = self._last_kernel_s is not None and now_s - self._last_kernel_s < self.kernel_hold_s
+        held = (
+            self._kernel_agreed
+            and self._last_kernel_s is not None
+            and now_s - self._last_kernel_s < self.kernel_hold_s
+        )
         if self._kernel:
             readings = sorted(bps for _, bps in self._kernel)
             self._smoothed = self._blend(readings[len(readings) // 2])
             self._source = Source.KERNEL
+            self._kernel_agreed = len(readings) >= 2
         elif held:
             pass
         elif (window := self._window_rate()) is not None:

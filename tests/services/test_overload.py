@@ -68,5 +68,13 @@ def test_a_burst_past_the_queue_bound_is_refused_fast_with_a_reason(slow_stack) 
         assert int(answer.headers["retry-after"]) >= 1
         reason = answer.json()["error"]
         assert "overloaded" in reason, reason
+    # Served ones waited for the served ones ahead of them, not for the whole burst. A
+    # run's time is the slowed edge's sleep, 300x the real run: on a busy machine a few ms
+    # of jitter is a second, so the bound scales with the runs the warm-up saw.
     slowest_served = max(seconds for _, seconds in answered)
-    assert slowest_served < 3.0, f"a served request waited {slowest_served:.2f} s"
+    one_run = max(seconds for _, seconds in warm)
+    bound = max(3.0, 3 * len(answered) * one_run)
+    assert slowest_served < bound, (
+        f"a served request waited {slowest_served:.2f} s; {len(answered)} served, "
+        f"a lone run took {one_run:.2f} s"
+    )

@@ -198,12 +198,29 @@ def test_a_net_probe_sample_is_the_links_time_alone() -> None:
     assert estimate.age_s == pytest.approx(0.5)
 
 
+def test_a_lone_kernel_reading_is_not_held_against_the_transfers() -> None:
+    """The last reading of a busy spell alone (CI saw 10 mbit on a 5 mbit link): it moves
+    the estimate while it is fresh, and the transfers move it back once it is not, not
+    a second later."""
+    estimator = BandwidthEstimator(kernel_window_s=0.3, kernel_hold_s=1.0)
+    for i in range(4):  # 80 ms transfers every 100 ms
+        estimator.add(Sample(0.1 * i, 50_000, 50_000 * 8 / 5e6))
+    assert estimator.update(0.35).bits_per_second == pytest.approx(5e6, rel=0.01)
+    estimator.add_kernel(0.4, 10e6)
+    assert estimator.update(0.45).bits_per_second == 10e6
+    for at in (0.5, 0.6, 0.7):
+        estimator.add(Sample(at, 50_000, 50_000 * 8 / 5e6))
+    # Past the kernel's 0.3 s window, well before a hold would have ended (1.4 s).
+    assert estimator.update(0.75).bits_per_second == pytest.approx(5e6, rel=0.05)
+
+
 def test_the_kernels_reading_wins_and_holds_against_transfer_windows() -> None:
     estimator = BandwidthEstimator(kernel_window_s=0.3, kernel_hold_s=1.0)
     for i in range(3):
         estimator.add(Sample(0.1 * i, 100_000, 100_000 * 8 / 50e6))
     assert estimator.update(0.3).bits_per_second == pytest.approx(50e6, rel=0.01)
-    estimator.add_kernel(0.35, 5e6)  # a 10x step, read while the link was busy
+    estimator.add_kernel(0.33, 5e6)  # a 10x step, read while the link was busy
+    estimator.add_kernel(0.35, 5e6)
     estimate = estimator.update(0.4)
     assert (estimate.bits_per_second, estimate.source) == (5e6, Source.KERNEL)
     assert estimate.confident

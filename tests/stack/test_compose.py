@@ -43,6 +43,11 @@ MODEL = "mobilenetv2"
 HIGH, LOW = 50e6, 5e6
 # The planner's choice with the profiles taken inside the containers, edge 8x slower:
 # cut 34 (49 KiB) at 50 mbit, all-edge below about 16 mbit (`neukonfig plan ... --sweep`).
+# At 5 mbit the last three cuts are a near tie: 70 and 71 send the pooled 1280 features
+# (5 KiB), 72 sends nothing, and between them lies only the classifier, a few ms on the
+# slowed edge. A 5 KiB tensor mostly rides the shaper's 4 KB bucket, so it crosses faster
+# than 5 mbit would say; which of the three a run's profiles rank first is noise.
+LOW_CUTS = {70, 71, 72}
 START_TIMEOUT_S = 240
 SWITCH_TIMEOUT_S = 60
 
@@ -168,7 +173,7 @@ def test_bandwidth_drop_moves_to_new_containers_with_no_failed_request(
 ) -> None:
     client = _probe(stack, full_model, rate=4)
     with ContainerLink(engine, instance=stack.project, rate_bps=HIGH) as link:
-        cut_at_high = _wait_for(stack, lambda cut: cut not in (None, 72), "a split cut at 50 mbit")
+        cut_at_high = _wait_for(stack, _a_split_cut, "a split cut at 50 mbit")
         before = len(stack.switches())
         records = asyncio.run(_traffic_through_drop(stack, client, link))
         after = stack.switches()[before:]
@@ -176,12 +181,15 @@ def test_bandwidth_drop_moves_to_new_containers_with_no_failed_request(
 
     failed = [r for r in records if not (r.status == 200 and r.correct)]
     assert not failed, f"{len(failed)} of {len(records)} requests failed: {failed[:3]}"
-    to_low = [s for s in after if s["outcome"] == "switched" and s["to_cut"] == 72]
-    assert to_low, f"no switch to all-edge after the drop from cut {cut_at_high}: {after}"
+    to_low = [s for s in after if s["outcome"] == "switched" and s["to_cut"] in LOW_CUTS]
+    assert to_low, f"no switch to cuts {sorted(LOW_CUTS)} from cut {cut_at_high}: {after}"
     assert to_low[0]["unavailable_s"] == 0.0, "the pointer was never empty"
-    assert {r.cut for r in records} >= {cut_at_high, 72}, "both cuts served requests"
+    served = {r.cut for r in records}
+    assert cut_at_high in served, f"the split cut served before the drop: {served}"
+    assert served & LOW_CUTS, f"a low cut served after it: {served}"
+    final = _wait_for(stack, lambda cut: cut in LOW_CUTS, "a settled low cut")
     edge = _partition_containers(engine, stack.project, role="edge")
-    assert [c.labels["neukonfig.cut"] for c in edge] == ["72"], "old pipeline removed"
+    assert [c.labels["neukonfig.cut"] for c in edge] == [str(final)], "old pipeline removed"
 
 
 async def _traffic_through_drop(stack: Stack, client: ProbeClient, link: ContainerLink) -> list:
@@ -189,10 +197,16 @@ async def _traffic_through_drop(stack: Stack, client: ProbeClient, link: Contain
     traffic = asyncio.create_task(client.run(stop))
     await asyncio.sleep(5)
     link.set_rate(LOW)
-    await asyncio.to_thread(_wait_for, stack, lambda cut: cut == 72, "all-edge at 5 mbit")
+    await asyncio.to_thread(
+        _wait_for, stack, lambda cut: cut in LOW_CUTS, f"one of cuts {sorted(LOW_CUTS)} at 5 mbit"
+    )
     await asyncio.sleep(5)  # the old pipeline drains and goes while traffic flows
     stop.set()
     return await traffic
+
+
+def _a_split_cut(cut: int | None) -> bool:
+    return cut is not None and cut not in LOW_CUTS
 
 
 def _wait_for(stack: Stack, wanted, what: str) -> int:
@@ -219,7 +233,7 @@ def _partition_containers(engine, project: str, *, role: str) -> list:
 def test_killed_controller_restarts_and_adopts_its_containers(stack, engine) -> None:
     # Settled: after the drop test the link is unshaped and the controller moves back to
     # a split cut, where it stays (a kill in mid-switch is a different test).
-    _wait_for(stack, lambda cut: cut not in (None, 72), "a split cut")
+    _wait_for(stack, _a_split_cut, "a split cut")
     active, before = _only_the_active_pipeline(stack, engine)
     stack.compose("kill", "controller")
     assert httpx.get(f"{stack.gateway}/v2/health/ready", timeout=5).status_code == 200
