@@ -283,8 +283,17 @@ def _only_the_active_pipeline(stack: Stack, engine) -> tuple[str, dict[str, obje
 
 
 def _managed(engine, project: str) -> dict[str, object]:
-    containers = engine.containers.list(filters={"label": f"neukonfig.instance={project}"})
-    return {container.id: container for container in containers}
+    # The engine lists, then inspects each container: one removed in between (a drained
+    # pipeline going) is NotFound. Listing again sees the set without it.
+    from docker.errors import NotFound  # the engine fixture has imported docker
+
+    for _ in range(20):
+        try:
+            containers = engine.containers.list(filters={"label": f"neukonfig.instance={project}"})
+        except NotFound:
+            continue
+        return {container.id: container for container in containers}
+    pytest.fail("the engine's container list never held still")
 
 
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="no prometheus binary")
