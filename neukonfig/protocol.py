@@ -38,11 +38,14 @@ CUT_HEADER = "x-neukonfig-cut"
 def parse_arrival_tail(value: str | None) -> tuple[int, float]:
     """``ARRIVAL_TAIL_HEADER``'s (bytes, seconds); (0, 0.0), not timed, when absent or
     malformed: a peer that cannot time its input teaches nothing, it breaks nothing."""
+    parts = (value or "").split()
     try:
-        size, seconds = (value or "").split()
-        return max(int(size), 0), max(float(seconds), 0.0)
-    except ValueError:
+        size, seconds = int(parts[0]), float(parts[1])
+    except (IndexError, ValueError):
         return 0, 0.0
+    if len(parts) != 2 or size < 0 or not seconds >= 0:  # NaN is not >= 0 either
+        return 0, 0.0
+    return size, seconds
 
 
 @dataclass(frozen=True)
