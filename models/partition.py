@@ -7,12 +7,8 @@ partitioning all N cuts costs one load and one copy of the weights, not N.
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import BinaryIO
 
 import onnx
 
@@ -20,6 +16,7 @@ from models.cuts import CutPoint, find_cuts, select_cuts, tensor_type
 from models.graph import GraphIndex, node_inputs
 from models.onnx_io import WEIGHTS_FILE, LoadedModel, SizeOnly, load_model, write_weights
 from neukonfig.errors import OutputDirConflictError, UnsupportedModelError
+from neukonfig.files import atomic_file
 from neukonfig.manifest import (
     MANIFEST_FILE,
     CutKind,
@@ -97,7 +94,7 @@ def _write_weights_and_full_model(
             _save(model.proto, out_dir / FULL_MODEL_FILE)
             return
     # Replace by rename: a running service may have the old weights memory-mapped.
-    with _atomic_file(weights) as stream:
+    with atomic_file(weights) as stream:
         write_weights(model, stream)
     _save(model.proto, out_dir / FULL_MODEL_FILE)
 
@@ -224,20 +221,5 @@ def _model_spec(model: LoadedModel, index: GraphIndex, name: str | None) -> Mode
 
 
 def _save(model: onnx.ModelProto, path: Path) -> None:
-    with _atomic_file(path) as stream:
+    with atomic_file(path) as stream:
         stream.write(model.SerializeToString())
-
-
-@contextmanager
-def _atomic_file(path: Path) -> Iterator[BinaryIO]:
-    """Write to a temporary file beside ``path`` and rename it into place on success."""
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(descriptor, "wb") as stream:
-            yield stream
-        # mkstemp makes 0600 files; services may run as another (non-root) user.
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise

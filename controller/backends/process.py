@@ -1,9 +1,11 @@
 """The ``process`` backend: partition services as local uvicorn processes.
 
 The default and the embedded one. Each service it starts is recorded in a state
-directory (one JSON file: pid, process start time, url, spec), so a restarted
-controller finds exactly the processes this backend started, and never a stranger
-that reused a pid.
+directory (one JSON file: pid, process start time, url, spec, written whole or not at
+all), and carries that record's path in its environment (``MARKER_VARIABLE``). So a
+restarted controller finds exactly the processes this backend started, never a stranger
+that reused a pid, and also those whose start a crash cut short before their pid was
+recorded.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from controller.backends.base import (
     spec_record,
 )
 from controller.backends.local import MARKER_VARIABLE, LocalService, ServiceKind
+from neukonfig.files import TEMPORARY_PREFIX, write_atomically
 
 POLL_S = 0.05
 log = logging.getLogger("neukonfig.backend.process")
@@ -51,7 +54,9 @@ class ProcessBackend(Backend):
         """``cloud_host`` and ``cloud_command_prefix`` place cloud partitions on another
         host of this machine, e.g. a network namespace behind a shaped veth;
         ``edge_placement`` starts edge partitions on an emulated edge device."""
-        self.state_dir = Path(state_dir)
+        # Resolved: the marker a service carries is its record's path, and a controller
+        # restarted from another directory must spell that path the same way.
+        self.state_dir = Path(state_dir).resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.host = host
         self.cloud_host = cloud_host or host
@@ -78,7 +83,7 @@ class ProcessBackend(Backend):
         )
         # The intent first: a controller killed between the process's start and its
         # record would otherwise leave a process nobody finds (``discover``).
-        record.write_text(json.dumps({"pid": None, **spec_record(spec)}, indent=2))
+        _write_record(record, {"pid": None, **spec_record(spec)})
         try:
             await asyncio.to_thread(service.start)
         except BaseException:
@@ -112,14 +117,11 @@ class ProcessBackend(Backend):
     async def discover(self) -> list[ServiceHandle]:
         found = []
         for path in sorted(self.state_dir.glob("*.json")):
-            if await asyncio.to_thread(self._stop_unrecorded, path):
-                continue
-            handle = self._read_record(path)
-            if handle is None:
-                path.unlink(missing_ok=True)
-                continue
-            handle.state = ServiceState.READY
-            found.append(handle)
+            handle = await asyncio.to_thread(self._adopt_or_clear, path)
+            if handle is not None:
+                found.append(handle)
+        for leftover in self.state_dir.glob(f"{TEMPORARY_PREFIX}*"):
+            leftover.unlink(missing_ok=True)  # a record write cut short by a crash
         return found
 
     async def memory_bytes(self, handle: ServiceHandle) -> int | None:
@@ -141,19 +143,20 @@ class ProcessBackend(Backend):
             "url": handle.url,
             **spec_record(handle.spec),
         }
-        self._record_path(handle.spec.name).write_text(json.dumps(record, indent=2))
+        _write_record(self._record_path(handle.spec.name), record)
 
     def _record_path(self, name: str) -> Path:
         return self.state_dir / f"{name}.json"
 
     def _read_record(self, path: Path) -> ServiceHandle | None:
-        """A handle for a recorded process, or None if that process is gone."""
+        """A handle for the recorded process, or None if the record names no live process
+        of ours (unreadable, a start cut short before its pid, or a pid now someone else's)."""
         try:
             record = json.loads(path.read_text())
             process = psutil.Process(record["pid"])
-            if abs(process.create_time() - record["create_time"]) > 0.01:
-                return None  # the pid now belongs to someone else
-        except (OSError, ValueError, KeyError, psutil.Error):
+            if not _started_for(process, path, record["create_time"]):
+                return None
+        except (OSError, ValueError, TypeError, KeyError, psutil.Error):
             return None
         return ServiceHandle(spec_from_record(record), record["url"], str(record["pid"]))
 
@@ -172,24 +175,23 @@ class ProcessBackend(Backend):
             return service.alive()
         return self._process(handle) is not None
 
-    def _stop_unrecorded(self, path: Path) -> bool:
-        """A record of intent only (the start was cut short before the pid was written):
-        stop the process started for it, if any, found by the marker in its environment,
-        and drop the record. True when ``path`` was such a record."""
-        try:
-            if json.loads(path.read_text()).get("pid") is not None:
-                return False
-        except (OSError, ValueError):
-            return False
+    def _adopt_or_clear(self, path: Path) -> ServiceHandle | None:
+        """The recorded service, ready to adopt; or, when the record names no live process
+        of ours, None, after stopping any process started for it (found by the marker in
+        its environment: a crash between its start and its record) and dropping the record."""
+        handle = self._read_record(path)
+        if handle is not None:
+            handle.state = ServiceState.READY
+            return handle
         for process in psutil.process_iter():
             try:
                 if process.environ().get(MARKER_VARIABLE) == str(path):
-                    log.warning("stopping pid %d: started, never recorded", process.pid)
+                    log.warning("stopping pid %d: started for %s, not recorded", process.pid, path)
                     _terminate(process)
             except psutil.Error:
                 continue
         path.unlink(missing_ok=True)
-        return True
+        return None
 
     def _stop_adopted(self, handle: ServiceHandle) -> None:
         process = self._process(handle)
@@ -200,6 +202,20 @@ class ProcessBackend(Backend):
         log = self.state_dir / f"{handle.spec.name}.log"
         text = log.read_text(errors="replace") if log.exists() else ""
         return "\n".join(text.splitlines()[-20:])
+
+
+def _write_record(path: Path, record: dict) -> None:
+    write_atomically(path, json.dumps(record, indent=2).encode())
+
+
+def _started_for(process: psutil.Process, record_path: Path, create_time: float) -> bool:
+    """Whether ``process`` is the one started for this record: it carries the record's
+    path in its environment. Where that cannot be read, its start time must match (to a
+    second: psutil derives it from the boot time, which clock adjustments move)."""
+    try:
+        return process.environ().get(MARKER_VARIABLE) == str(record_path)
+    except psutil.AccessDenied:
+        return abs(process.create_time() - create_time) < 1.0
 
 
 def _terminate(process: psutil.Process) -> None:
