@@ -10,6 +10,7 @@ Prometheus HTTP service discovery.
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import signal
@@ -231,6 +232,36 @@ def query(url: str, expr: str, *, timeout: float = 10.0) -> list[dict[str, objec
     """An instant query at ``url`` (a Prometheus base URL): the result vector's series."""
     data = _api(url, "/api/v1/query", {"query": expr}, timeout=timeout)
     return data["result"]
+
+
+def query_range(
+    url: str, expr: str, *, start: float, end: float, step_s: float = 1.0, timeout: float = 10.0
+) -> list[dict[str, object]]:
+    """A range query from ``start`` to ``end`` (Unix seconds), as a Grafana graph over that
+    time range asks it: the result matrix's series, each with its points."""
+    params = {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step_s:g}"}
+    data = _api(url, "/api/v1/query_range", params, timeout=timeout)
+    return data["result"]
+
+
+def panels_without_data(
+    url: str,
+    dashboard_path: Path,
+    *,
+    start: float,
+    end: float,
+    rate_interval: str = "30s",
+    range_: str = "5m",
+) -> list[str]:
+    """The panels (title: query) with no finite point between ``start`` and ``end`` (Unix
+    seconds): those a Grafana graph of that time range would draw empty."""
+    empty = []
+    for title, expr in panel_queries(dashboard_path, rate_interval=rate_interval, range_=range_):
+        series = query_range(url, expr, start=start, end=end)
+        points = [float(value) for one in series for _, value in one["values"]]  # type: ignore[attr-defined]
+        if not any(math.isfinite(point) for point in points):
+            empty.append(f"{title}: {expr}")
+    return empty
 
 
 def _api(

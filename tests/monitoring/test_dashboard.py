@@ -5,7 +5,6 @@ every panel's query returns data from a running stack."""
 from __future__ import annotations
 
 import json
-import math
 import re
 import shutil
 import subprocess
@@ -23,7 +22,7 @@ from testbed.monitoring import (
     GATEWAY_JOB,
     PARTITIONS_JOB,
     PrometheusServer,
-    panel_queries,
+    panels_without_data,
     query,
 )
 
@@ -167,11 +166,13 @@ def _switch(stack, strategy: str) -> None:
     assert answer.json()["outcome"] == "switched", answer.text
 
 
-def _wait_for_at_least_1(url: str, expr: str, *, timeout: float) -> list[dict[str, object]]:
+def _wait_for_at_least(
+    url: str, expr: str, least: float, *, timeout: float
+) -> list[dict[str, object]]:
     deadline = time.monotonic() + timeout
     while True:
         result = query(url, expr)
-        if any(float(series["value"][1]) >= 1 for series in result):
+        if any(float(series["value"][1]) >= least for series in result):
             return result
         if time.monotonic() > deadline:
             raise AssertionError(f"{expr} still {result} after {timeout:g} s")
@@ -185,6 +186,7 @@ def test_every_panel_query_returns_data_from_real_prometheus(stack) -> None:
     # switch shows in increase() (a series' first sample counts as no increase).
     _switch(stack, "switch_on_demand")
     started = time.monotonic()
+    wall_started = time.time()
     with PrometheusServer(
         static_targets={GATEWAY_JOB: [stack.gateway], CONTROLLER_JOB: [stack.controller]},
         http_sd_url=f"{stack.controller_url}/v1/targets",
@@ -194,16 +196,20 @@ def test_every_panel_query_returns_data_from_real_prometheus(stack) -> None:
         # The http_sd target labels reached Prometheus: an edge, a cloud and the probe.
         roles = {t["labels"].get("neukonfig_role") for t in scraped}
         assert {"edge", "cloud", "probe"} <= roles, scraped
-        time.sleep(3)  # a few scrapes before the switch, so the counter has a before
+        # A few scrapes before the switch, so the counter has a before.
+        before = 'count_over_time(neukonfig_switches_total{strategy="switch_on_demand"}[1m])'
+        _wait_for_at_least(prometheus.url, before, 3, timeout=20)
         _switch(stack, "switch_on_demand")
         switched = 'max(increase(neukonfig_switches_total{strategy="switch_on_demand"}[5m]))'
-        _wait_for_at_least_1(prometheus.url, switched, timeout=20)
-        time.sleep(2)  # and a few after it
-        empty = []
-        for title, expr in panel_queries(DASHBOARD, rate_interval="10s", range_="5m"):
-            result = query(prometheus.url, expr)
-            values = [float(series["value"][1]) for series in result]
-            if not any(math.isfinite(v) for v in values):
-                empty.append(f"{title}: {expr} -> {result}")
+        _wait_for_at_least(prometheus.url, switched, 1, timeout=20)
+        # Every panel over the time Prometheus has run, within a few scrapes after the switch.
+        deadline = time.monotonic() + 20
+        while True:
+            empty = panels_without_data(
+                prometheus.url, DASHBOARD, start=wall_started, end=time.time(), rate_interval="10s"
+            )
+            if not empty or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert not empty, "\n".join(empty)
     print(f"prometheus scraped and answered every panel in {time.monotonic() - started:.1f} s")
