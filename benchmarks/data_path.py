@@ -10,6 +10,11 @@ is the cost of the services and the wire: HTTP, framing, the OIP codec and routi
 Served latency is measured twice: with httpx as the benchmark's client (what a typical
 user's client costs) and with ``neukonfig.peer_client.PeerClient`` (about 0.5 ms cheaper per
 request on loopback), so the report separates the client's cost from the served path's.
+It is measured once more with the same input as a REST user's JSON request.
+
+For tiny, small binary requests are also timed alone and beside a stream of 1.5 MB JSON
+requests (one in flight at a time, from another thread), in alternating phases of one run:
+the ratio of their medians is what one big JSON request costs everyone else.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import asyncio
 import secrets
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -33,10 +39,13 @@ from models.runtime import Role, load_partition, sample_input
 from models.zoo import build_model
 from neukonfig.manifest import Manifest
 from neukonfig.peer_client import PeerClient
-from testbed.probe_client import binary_infer_body
+from testbed.probe_client import binary_infer_body, json_infer_body
 from testbed.report import machine, write_json
 
 CONCURRENCY = (1, 4, 16)
+BIG_JSON_BYTES = 1_500_000
+BIG_JSON_RATES = (5.0, 0.0)  # per second; 0 is back to back, one in flight
+ISOLATION_PHASES = 3
 
 
 def percentile_ms(samples: list[float], q: float) -> float:
@@ -107,6 +116,54 @@ async def throughput(
     return round(done / elapsed, 1)
 
 
+def big_json_stream(
+    url: str, body: bytes, headers: dict[str, str], interval_s: float, stop: threading.Event
+) -> int:
+    """Send ``body`` one at a time, starting one every ``interval_s`` (0: back to back),
+    until ``stop``; the number answered."""
+    answered = 0
+    with httpx.Client(timeout=60) as client:
+        next_at = time.perf_counter()
+        while not stop.wait(max(0.0, next_at - time.perf_counter())):
+            next_at += interval_s
+            client.post(url, content=body, headers=headers).raise_for_status()
+            answered += 1
+    return answered
+
+
+async def beside_big_json(
+    url: str, small: tuple[bytes, dict[str, str]], batch: np.ndarray, n: int, big_rate: float
+) -> dict[str, object]:
+    """Small requests' latency alone and beside a stream of big JSON requests at
+    ``big_rate`` per second (0: back to back), in alternating phases."""
+    row, _ = json_infer_body("input", batch[:1])
+    rows = max(1, round(BIG_JSON_BYTES / len(row)))
+    big, big_headers = json_infer_body("input", np.repeat(batch[:1], rows, axis=0))
+    interval = 1 / big_rate if big_rate else 0.0
+    alone: list[float] = []
+    beside: list[float] = []
+    big_answered = 0
+    for _ in range(ISOLATION_PHASES):
+        alone += await served(url, *small, n)
+        stop = threading.Event()
+        stream = asyncio.create_task(
+            asyncio.to_thread(big_json_stream, url, big, big_headers, interval, stop)
+        )
+        beside += await served(url, *small, n)
+        stop.set()
+        big_answered += await stream
+    return {
+        "big_request_bytes": len(big),
+        "big_rate_per_s": big_rate,  # 0: back to back
+        "big_requests_answered": big_answered,
+        "small_alone_p50_ms": percentile_ms(alone, 50),
+        "small_alone_p99_ms": percentile_ms(alone, 99),
+        "small_beside_p50_ms": percentile_ms(beside, 50),
+        "small_beside_p99_ms": percentile_ms(beside, 99),
+        "p50_ratio": round(percentile_ms(beside, 50) / percentile_ms(alone, 50), 3),
+    }
+
+
 def start_stack(parts: Path, cut: int, name: str, logs: Path) -> tuple[list[LocalService], str]:
     token = secrets.token_urlsafe(24)
     cloud = LocalService(
@@ -154,6 +211,15 @@ def bench_model(name: str, work: Path, n: int, seconds: float) -> dict[str, obje
         print(f"{name}: served latency ...", file=sys.stderr, flush=True)
         path = asyncio.run(served(url, body, headers, n))
         peer_path = asyncio.run(served_by_peer_client(url, body, headers, n))
+        json_body, json_headers = json_infer_body("input", batch)
+        json_path = asyncio.run(served(url, json_body, json_headers, n))
+        isolation = None
+        if name == "tiny":
+            print(f"{name}: beside 1.5 MB JSON requests ...", file=sys.stderr, flush=True)
+            isolation = [
+                asyncio.run(beside_big_json(url, (body, headers), batch, n, rate))
+                for rate in BIG_JSON_RATES
+            ]
         rates = {}
         for clients in CONCURRENCY:
             print(f"{name}: throughput with {clients} clients ...", file=sys.stderr, flush=True)
@@ -176,8 +242,16 @@ def bench_model(name: str, work: Path, n: int, seconds: float) -> dict[str, obje
         "overhead_peer_client_p50_ms": round(
             percentile_ms(peer_path, 50) - percentile_ms(baseline, 50), 3
         ),
+        "json_request_bytes": len(json_body),
+        "served_json_p50_ms": percentile_ms(json_path, 50),
+        "served_json_p99_ms": percentile_ms(json_path, 99),
         "throughput_rps": rates,
+        "beside_big_json": isolation,
     }
+
+
+def _rate_label(rate: float) -> str:
+    return f"{rate:g}/s" if rate else "back to back"
 
 
 def table(rows: list[dict[str, object]]) -> str:
@@ -195,6 +269,27 @@ def table(rows: list[dict[str, object]]) -> str:
             f"| {r['overhead_peer_client_p50_ms']} "
             f"| {rates['1']} | {rates['4']} | {rates['16']} |"
         )
+    lines += [
+        "",
+        "| model | JSON request bytes | served JSON p50/p99 ms | binary p50 ms | JSON/binary p50 |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['json_request_bytes']} "
+            f"| {r['served_json_p50_ms']} / {r['served_json_p99_ms']} | {r['served_p50_ms']} "
+            f"| {r['served_json_p50_ms'] / r['served_p50_ms']:.2f} |"
+        )
+    for r in rows:
+        for b in r["beside_big_json"] or []:
+            lines.append(
+                f"\n{r['model']}: small binary requests p50/p99 {b['small_alone_p50_ms']} / "
+                f"{b['small_alone_p99_ms']} ms alone, {b['small_beside_p50_ms']} / "
+                f"{b['small_beside_p99_ms']} ms beside JSON requests of {b['big_request_bytes']}"
+                f" bytes ({_rate_label(b['big_rate_per_s'])}, {b['big_requests_answered']} "
+                "answered): "
+                f"p50 x{b['p50_ratio']}"
+            )
     return "\n".join(lines)
 
 

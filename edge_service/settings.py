@@ -118,6 +118,12 @@ class GatewaySettings(BaseSettings):
         default=30.0, ge=0, description="How long a request waits while no pipeline is active"
     )
     max_elements: int = Field(default=50_000_000, ge=1, description="Largest tensor accepted")
+    parse_in_thread_bytes: int = Field(
+        default=256 * 2**10,
+        ge=0,
+        description="A request whose JSON part is larger is parsed in a worker thread, between "
+        "the event loop's turns for other requests",
+    )
     internal_token: SecretStr | None = Field(
         default=None,
         description="Shared token the partition services require (x-neukonfig-internal-token); "

@@ -106,6 +106,22 @@ def binary_infer_body(name: str, batch: np.ndarray) -> tuple[bytes, dict[str, st
     return header + batch.tobytes(), {"inference-header-content-length": str(len(header))}
 
 
+def json_infer_body(name: str, batch: np.ndarray) -> tuple[bytes, dict[str, str]]:
+    """The same request as a REST user's JSON: flat row-major data as numpy's tolist() writes
+    it, and JSON outputs."""
+    document = {
+        "inputs": [
+            {
+                "name": name,
+                "shape": list(batch.shape),
+                "datatype": "FP32",
+                "data": batch.reshape(-1).tolist(),
+            }
+        ]
+    }
+    return json.dumps(document).encode(), {"content-type": "application/json"}
+
+
 def first_output(response: httpx.Response) -> np.ndarray:
     length = int(response.headers["inference-header-content-length"])
     header = json.loads(response.content[:length])

@@ -7,6 +7,8 @@ partition as one wire frame, and is answered in the form the client asked for.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
 
 import numpy as np
@@ -85,19 +87,29 @@ def inference_router(
         ready = table.active is not None
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
+    async def parse(request: Request) -> InferRequest:
+        body = await read_body(
+            request, limit=settings.max_body_bytes, timeout=settings.body_timeout_s
+        )
+        header_length = parse_header_length(request.headers.get(HEADER_LENGTH))
+        parse_body = functools.partial(
+            parse_infer_request,
+            body,
+            header_length=header_length,
+            inputs=inputs,
+            outputs=outputs,
+            max_elements=settings.max_elements,
+        )
+        json_bytes = len(body) if header_length is None else header_length
+        if json_bytes > settings.parse_in_thread_bytes:
+            return await asyncio.to_thread(parse_body)
+        return parse_body()
+
     async def infer(model_name: str, request: Request, version: str | None) -> Response:
         started = time.perf_counter()
         try:
             require_model(model_name, version)
-            parsed = parse_infer_request(
-                await read_body(
-                    request, limit=settings.max_body_bytes, timeout=settings.body_timeout_s
-                ),
-                header_length=parse_header_length(request.headers.get(HEADER_LENGTH)),
-                inputs=inputs,
-                outputs=outputs,
-                max_elements=settings.max_elements,
-            )
+            parsed = await parse(request)
             response, pipeline, fallback = await _forward(table, parsed, settings, metrics)
         except NeukonfigError as error:
             metrics.count_request(error.status_code)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,3 +142,36 @@ def test_several_cuts_of_mobilenetv2_answer_exactly(mobilenet_stack: Stack):
         response = httpx.post(mobilenet_stack.infer_url, content=body, headers=headers, timeout=60)
         assert response.status_code == 200, (cut, response.text)
         np.testing.assert_allclose(outputs_of(response)["logits"], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_big_json_requests_and_small_ones_beside_them_are_all_answered_exactly(
+    tiny_stack: Stack, tiny_parts
+):
+    """Big JSON requests (1.5 MB, parsed in a worker thread) and small binary ones at the
+    same time: every answer is the full model's, whichever path parsed it."""
+    tiny_stack.switch("p2")
+    rng = np.random.default_rng(11)
+    big = rng.standard_normal((24, 3, 32, 32), dtype=np.float32)
+    small = rng.standard_normal((1, 3, 32, 32), dtype=np.float32)
+    big_body, big_headers = json_request("input", big)
+    assert len(big_body) > 1_000_000  # past the gateway's parse_in_thread_bytes
+    small_body, small_headers = binary_request("input", small)
+    expected_big, expected_small = (expected_logits(tiny_parts, x) for x in (big, small))
+
+    async def send(client: httpx.AsyncClient, body: bytes, headers: dict) -> httpx.Response:
+        return await client.post(tiny_stack.infer_url, content=body, headers=headers)
+
+    async def together() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            bigs = [send(client, big_body, big_headers) for _ in range(4)]
+            smalls = [send(client, small_body, small_headers) for _ in range(40)]
+            return await asyncio.gather(*bigs, *smalls)
+
+    answers = asyncio.run(together())
+    assert [a.status_code for a in answers] == [200] * len(answers), answers[0].text
+    for answer in answers[:4]:
+        np.testing.assert_allclose(outputs_of(answer)["logits"], expected_big, rtol=1e-4, atol=1e-5)
+    for answer in answers[4:]:
+        np.testing.assert_allclose(
+            outputs_of(answer)["logits"], expected_small, rtol=1e-4, atol=1e-5
+        )

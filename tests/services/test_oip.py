@@ -410,6 +410,32 @@ def test_json_response_data_is_flat_row_major() -> None:
     }
 
 
+def test_json_response_writes_non_finite_floats_as_python_json_does() -> None:
+    request = InferRequest(
+        id=None, inputs={}, binary_outputs=None, default_binary=False, requested_outputs=None
+    )
+    values = np.array([np.nan, np.inf, -np.inf, 0.1], dtype=np.float32)
+    body, _ = encode_infer_response(
+        model_name="m", model_version=None, request=request, outputs={"a": values}
+    )
+    assert b"[NaN,Infinity,-Infinity," in body
+    decoded = parse_infer_response(body, header_length=None).outputs["a"]
+    np.testing.assert_array_equal(decoded, values)
+
+
+def test_json_response_floats_round_trip_exactly() -> None:
+    request = InferRequest(
+        id=None, inputs={}, binary_outputs=None, default_binary=False, requested_outputs=None
+    )
+    values = np.random.default_rng(3).standard_normal(1000).astype(np.float32)
+    body, _ = encode_infer_response(
+        model_name="m", model_version=None, request=request, outputs={"a": values}
+    )
+    decoded = parse_infer_response(body, header_length=None).outputs["a"]
+    assert decoded.dtype == np.float32
+    np.testing.assert_array_equal(decoded, values)
+
+
 # -- datatypes, header length, metadata ---------------------------------------------------------
 
 
@@ -593,6 +619,12 @@ BAD = [
         {"inputs": [{"name": "n", "shape": [1], "datatype": "UINT8", "data": [-1]}]},
         ("input 'n'", "-1", "out of range"),
         inputs=INTS[:1],
+    ),
+    Bad(
+        "int8-past-64-bits",
+        {"inputs": [{"name": "k", "shape": [1], "datatype": "INT8", "data": [2**70]}]},
+        ("input 'k'", str(2**70), "out of range for INT8"),
+        inputs=INTS[1:],
     ),
     Bad(
         "int8-float",

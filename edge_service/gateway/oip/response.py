@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 from edge_service.gateway.oip.request import InferRequest
 from edge_service.gateway.oip.tensors import (
@@ -71,7 +72,7 @@ def encode_infer_response(
             entry["parameters"] = {"binary_data_size": blob.nbytes}
             blobs.append(blob)
         else:
-            entry["data"] = array.reshape(-1).tolist()
+            entry["data"] = np.ascontiguousarray(array).reshape(-1)
         entries.append(entry)
     document: dict[str, Any] = {"model_name": model_name}
     if model_version is not None:
@@ -79,7 +80,7 @@ def encode_infer_response(
     if request.id is not None:
         document["id"] = request.id
     document["outputs"] = entries
-    header = json.dumps(document, separators=(",", ":")).encode("utf-8")
+    header = _dump_json(document, [entry["data"] for entry in entries if "data" in entry])
     if not blobs:
         return header, {"Content-Type": JSON_CONTENT_TYPE}
     headers = {"Content-Type": BINARY_CONTENT_TYPE, HEADER_LENGTH: str(len(header))}
@@ -136,6 +137,25 @@ def model_metadata(
         "inputs": [tensor.to_json() for tensor in inputs],
         "outputs": [tensor.to_json() for tensor in outputs],
     }
+
+
+def _dump_json(document: dict[str, Any], arrays: list[np.ndarray]) -> bytes:
+    """orjson writes the arrays straight from numpy (no Python list), but writes NaN and
+    Infinity as null: outputs with non-finite values, or arrays orjson cannot write (e.g.
+    big-endian), go through the standard library, which writes them as Python's json does."""
+    finite = all(a.dtype.kind != "f" or np.isfinite(a).all() for a in arrays)
+    if finite:
+        try:
+            return orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
+        except orjson.JSONEncodeError:
+            pass
+    return json.dumps(document, separators=(",", ":"), default=_as_list).encode("utf-8")
+
+
+def _as_list(value: object) -> object:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _little_endian_bytes(array: np.ndarray) -> memoryview:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from neukonfig.errors import NeukonfigError, PayloadTooLargeError
 
@@ -147,18 +148,30 @@ def split_body(view: memoryview, header_length: int | None) -> tuple[dict[str, A
         )
     else:
         end = header_length
-    raw = bytes(view[:end])
-    try:
-        document = json.loads(raw.decode("utf-8"))
-    except (ValueError, RecursionError) as error:
-        if header_length is None:
-            _explain_missing_header_length(raw)
-        if isinstance(error, UnicodeDecodeError):
-            raise OipError("the JSON header is not valid UTF-8") from error
-        raise OipError(f"the JSON header is not valid JSON: {error}") from error
+    document = _parse_json(view[:end], header_length)
     if not isinstance(document, dict):
         raise OipError(f"the JSON header must be an object, got {kind_of(document)}")
     return document, end
+
+
+def _parse_json(raw: memoryview, header_length: int | None) -> Any:
+    """orjson first (about 5x the standard library on a 3 MB image request); the standard
+    library only when orjson refuses, for what it accepts and orjson does not (NaN and
+    Infinity, which this codec writes for non-finite outputs as Python's json does; integers
+    past a double) and for its messages."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    text = bytes(raw)
+    try:
+        return json.loads(text.decode("utf-8"))
+    except (ValueError, RecursionError) as error:
+        if header_length is None:
+            _explain_missing_header_length(text)
+        if isinstance(error, UnicodeDecodeError):
+            raise OipError("the JSON header is not valid UTF-8") from error
+        raise OipError(f"the JSON header is not valid JSON: {error}") from error
 
 
 def read_tensors(
@@ -298,20 +311,25 @@ def _from_binary(tensor: TensorEntry, view: memoryview, offset: int) -> np.ndarr
 def _from_json(tensor: TensorEntry) -> np.ndarray:
     if not isinstance(tensor.data, list):
         raise OipError(f'{tensor.label}: "data" must be an array, got {kind_of(tensor.data)}')
-    flat = _flatten(tensor)
+    # One pass over the elements for their types (the costliest step after the parse, for
+    # a 150k-element image): flat data keeps them, nested data is flattened and looked at
+    # again.
+    types = set(map(type, tensor.data))
+    flat = tensor.data
+    if list in types:
+        flat = _flatten(tensor)
+        types = set(map(type, flat))
     if len(flat) != tensor.count:
         raise OipError(
             f"{tensor.label} has {len(flat)} data elements but shape {list(tensor.shape)} "
             f"needs {tensor.count}"
         )
-    return _convert(tensor, flat).reshape(tensor.shape)
+    return _convert(tensor, flat, types).reshape(tensor.shape)
 
 
 def _flatten(tensor: TensorEntry) -> list[Any]:
-    """Flat data as is; nested data only when it nests exactly as the shape."""
+    """Nested data, flat, only when it nests exactly as the shape."""
     data: list[Any] = tensor.data
-    if list not in set(map(type, data)):
-        return data
     level = [data]
     for depth, dim in enumerate(tensor.shape):
         if not all(type(item) is list and len(item) == dim for item in level):
@@ -323,12 +341,13 @@ def _flatten(tensor: TensorEntry) -> list[Any]:
     return level
 
 
-def _convert(tensor: TensorEntry, flat: list[Any]) -> np.ndarray:
-    """Check element types and ranges in bulk, then build the array in one call."""
+def _convert(tensor: TensorEntry, flat: list[Any], types: set[type]) -> np.ndarray:
+    """Check element types (``types``: those of ``flat``) and ranges in bulk, then build the
+    array in one call."""
     label, datatype, dtype = tensor.label, tensor.datatype, tensor.dtype
-    types = set(map(type, flat))
     allowed = {"b": {bool}, "i": {int}, "u": {int}, "f": {int, float}}[dtype.kind]
     if not types <= allowed:
+        _refuse_huge_integers(tensor, flat, types)
         found = ", ".join(sorted(_JSON_KIND.get(t, t.__name__) for t in types - allowed))
         wanted = {"b": "true/false", "f": "numbers"}.get(dtype.kind, "integers")
         raise OipError(f"{label} is {datatype}: data must be {wanted}, found {found}")
@@ -352,6 +371,20 @@ def _convert(tensor: TensorEntry, flat: list[Any]) -> np.ndarray:
     if overflow.any():
         raise OipError(f"{label}: value {wide[overflow][0]} is out of range for {datatype}")
     return array
+
+
+def _refuse_huge_integers(tensor: TensorEntry, flat: list[Any], types: set[type]) -> None:
+    """orjson reads an integer past 64 bits as a float: for an integer tensor, name it as
+    the out-of-range integer it was sent as, not as a non-integer number."""
+    if tensor.dtype.kind not in "iu" or float not in types:
+        return
+    info = np.iinfo(tensor.dtype)
+    for value in flat:
+        if type(value) is float and value.is_integer() and not info.min <= value <= info.max:
+            raise OipError(
+                f"{tensor.label}: value {int(value)} is out of range for {tensor.datatype} "
+                f"[{info.min}, {info.max}]"
+            )
 
 
 def parameters_of(value: Any, label: str) -> dict[str, Any]:
