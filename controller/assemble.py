@@ -52,6 +52,7 @@ def build_controller(
         cloud_threads=settings.cloud_threads,
         start_timeout_s=settings.start_timeout_s,
         edge_slowdown=settings.edge_slowdown,
+        edge_max_queue_wait_s=settings.edge_max_queue_wait_s,
         internal_token=(
             settings.internal_token.get_secret_value() if settings.internal_token else None
         ),

@@ -79,6 +79,7 @@ class PipelineLauncher:
     cloud_threads: int | None
     start_timeout_s: float
     edge_slowdown: float = 1.0
+    edge_max_queue_wait_s: float | None = None
     internal_token: str | None = None  # handed to every partition service it starts
 
     async def start(self, cut: int) -> ManagedPipeline:
@@ -164,6 +165,8 @@ class PipelineLauncher:
             settings["cloud_url"] = cloud_url
         if kind is ServiceKind.EDGE_PARTITION and self.edge_slowdown > 1:
             settings["slowdown"] = str(self.edge_slowdown)
+        if kind is ServiceKind.EDGE_PARTITION and self.edge_max_queue_wait_s is not None:
+            settings["max_queue_wait_s"] = str(self.edge_max_queue_wait_s)
         if kind is ServiceKind.EDGE_PARTITION and not self.link.kernel_sees_link:
             settings["kernel_link_evidence"] = "false"
         role = "edge" if kind is ServiceKind.EDGE_PARTITION else "cloud"

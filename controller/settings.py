@@ -17,7 +17,8 @@ class StrategyName(str, enum.Enum):
 
 
 class ControllerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="NEUKONFIG_CONTROLLER_")
+    # Empty is unset: compose passes ${VAR:-} through for settings a user may leave out.
+    model_config = SettingsConfigDict(env_prefix="NEUKONFIG_CONTROLLER_", env_ignore_empty=True)
 
     partition_dir: Path = Field(
         description="Partition directory shared with the partition services"
@@ -45,6 +46,12 @@ class ControllerSettings(BaseSettings):
     edge_threads: int = Field(default=1, ge=1, description="onnxruntime threads per edge partition")
     edge_slowdown: float = Field(
         default=1.0, ge=1.0, description="Edge partitions emulate a device this much slower"
+    )
+    edge_max_queue_wait_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Edge partitions refuse (503) past this much queued compute; unset: "
+        "theirs (2 s)",
     )
     cloud_threads: int | None = Field(default=None, ge=1)
     start_timeout_s: float = Field(default=120.0, gt=0, description="Bound on a pipeline start")

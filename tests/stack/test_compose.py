@@ -99,6 +99,10 @@ def stack(engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         f"DOCKER_GID={socket_gid}\n"
         f"NEUKONFIG_MODEL={MODEL}\n"
         "NEUKONFIG_EDGE_SLOWDOWN=8\n"
+        # The switch is under test, not the queue bound (tests/services/test_overload.py):
+        # under stress-ng the 8x sleep-slowed edge's queue passed the 2 s default while a
+        # replacement loaded beside it, and one request got the (correct) fast 503.
+        "NEUKONFIG_EDGE_MAX_QUEUE_WAIT_S=6\n"
         "NEUKONFIG_STRATEGY=switch_on_demand\n"
         f"NEUKONFIG_GATEWAY_PORT={gateway_port}\n"
         f"NEUKONFIG_CONTROLLER_PORT={controller_port}\n"
