@@ -153,6 +153,8 @@ class ProcessBackend(Backend):
         of ours (unreadable, a start cut short before its pid, or a pid now someone else's)."""
         try:
             record = json.loads(path.read_text())
+            if not isinstance(record["pid"], int):
+                return None  # intent only: psutil.Process(None) would be this process
             process = psutil.Process(record["pid"])
             if not _started_for(process, path, record["create_time"]):
                 return None
