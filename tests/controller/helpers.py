@@ -13,6 +13,7 @@ import numpy as np
 from controller.backends.local import LocalService
 from controller.core import Controller
 from controller.history import Outcome, SwitchRecord
+from controller.pipelines import DirectLink, PipelineLauncher
 from controller.settings import ControllerSettings
 from models.prepare import Prepared
 from testbed.probe_client import binary_infer_body
@@ -111,3 +112,18 @@ def switch_counts(exposition: str) -> dict[str, tuple[float, float]]:
         if any(pair):
             counts[strategy] = pair
     return counts
+
+
+def spec_launcher(**overrides: object) -> PipelineLauncher:
+    """A launcher only for its spec building, never started (no backend)."""
+    fields: dict[str, object] = {
+        "backend": None,
+        "link": DirectLink(),  # partitions reach their cloud directly
+        "partition_dir": Path("/data/partitions"),
+        "model": "mobilenetv2",
+        "last_cut": 20,
+        "edge_threads": 1,
+        "cloud_threads": None,
+        "start_timeout_s": 60.0,
+    }
+    return PipelineLauncher(**{**fields, **overrides})  # type: ignore[arg-type]

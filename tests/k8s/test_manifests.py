@@ -54,9 +54,10 @@ from controller.backends.kubernetes_objects import (
     spec_annotation,
     spec_from_annotation,
 )
-from controller.pipelines import DirectLink, PipelineLauncher
+from controller.pipelines import PipelineLauncher
 from controller.settings import ControllerSettings
 from edge_service.settings import GatewaySettings
+from tests.controller.helpers import spec_launcher
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
@@ -125,18 +126,7 @@ def settings() -> KubernetesBackendSettings:
 
 
 def launcher() -> PipelineLauncher:
-    """A launcher only for its spec building, never started (no backend)."""
-    return PipelineLauncher(
-        backend=None,  # type: ignore[arg-type]
-        link=DirectLink(),  # pods reach their cloud directly
-        partition_dir=Path("/data/partitions"),
-        model="mobilenetv2",
-        last_cut=20,
-        edge_threads=1,
-        cloud_threads=None,
-        start_timeout_s=60.0,
-        edge_slowdown=8.0,
-    )
+    return spec_launcher(edge_slowdown=8.0)
 
 
 def pipeline_specs() -> dict[str, ServiceSpec]:
