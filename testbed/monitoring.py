@@ -264,6 +264,27 @@ def panels_without_data(
     return empty
 
 
+def wait_for_panel_data(
+    url: str,
+    dashboard_path: Path,
+    *,
+    start: float,
+    timeout: float,
+    poll_s: float = 0.5,
+    rate_interval: str = "30s",
+) -> list[str]:
+    """Wait until every panel has data from ``start`` to now (the last scrapes may land a
+    while after the traffic on a loaded machine); the panels still empty at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        empty = panels_without_data(
+            url, dashboard_path, start=start, end=time.time(), rate_interval=rate_interval
+        )
+        if not empty or time.monotonic() > deadline:
+            return empty
+        time.sleep(poll_s)
+
+
 def _api(
     url: str, path: str, params: dict[str, str], *, timeout: float = 10.0
 ) -> dict[str, object]:

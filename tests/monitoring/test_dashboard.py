@@ -22,8 +22,8 @@ from testbed.monitoring import (
     GATEWAY_JOB,
     PARTITIONS_JOB,
     PrometheusServer,
-    panels_without_data,
     query,
+    wait_for_panel_data,
 )
 
 MONITORING = Path(__file__).resolve().parents[2] / "monitoring"
@@ -203,13 +203,8 @@ def test_every_panel_query_returns_data_from_real_prometheus(stack) -> None:
         switched = 'max(increase(neukonfig_switches_total{strategy="switch_on_demand"}[5m]))'
         _wait_for_at_least(prometheus.url, switched, 1, timeout=20)
         # Every panel over the time Prometheus has run, within a few scrapes after the switch.
-        deadline = time.monotonic() + 20
-        while True:
-            empty = panels_without_data(
-                prometheus.url, DASHBOARD, start=wall_started, end=time.time(), rate_interval="10s"
-            )
-            if not empty or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
+        empty = wait_for_panel_data(
+            prometheus.url, DASHBOARD, start=wall_started, timeout=20, rate_interval="10s"
+        )
         assert not empty, "\n".join(empty)
     print(f"prometheus scraped and answered every panel in {time.monotonic() - started:.1f} s")

@@ -33,7 +33,7 @@ import pytest
 from controller.backends.local import free_port
 from neukonfig.manifest import read_manifest
 from testbed.container_link import ContainerLink
-from testbed.monitoring import PARTITIONS_JOB, PrometheusServer, panels_without_data
+from testbed.monitoring import PARTITIONS_JOB, PrometheusServer, wait_for_panel_data
 from testbed.probe_client import ProbeCase, ProbeClient, reference_cases
 
 pytestmark = [pytest.mark.docker, pytest.mark.root]
@@ -324,12 +324,9 @@ def test_prometheus_scrapes_the_containers_and_every_panel_has_data(stack, full_
         # Every panel over the time of the traffic, as a Grafana graph of that range draws
         # it (a switch since then retires the pipeline that served, and its series end),
         # within a few scrapes: on a loaded machine the last ones land a while after it.
-        deadline = time.monotonic() + 30
-        while True:
-            empty = panels_without_data(prometheus.url, dashboard, start=started, end=time.time())
-            if not empty or time.monotonic() > deadline:
-                break
-            time.sleep(1)
+        empty = wait_for_panel_data(
+            prometheus.url, dashboard, start=started, timeout=30, poll_s=1.0
+        )
     history = httpx.get(f"{stack.controller}/v1/history", timeout=10).json()
     assert not empty, f"panels without data: {empty}; the controller's switches: {history}"
 
