@@ -100,6 +100,7 @@ class Controller:
         self._transfer_seq: dict[str, int] = {}
         self._last_probe_s = float("-inf")
         self._probing: asyncio.Task[None] | None = None
+        self._probe_bytes_in_flight = 0  # they share the link with the requests' transfers
         self.probe: ServiceHandle | None = None
         # Retirements and standby refreshes that run after a switch has finished; awaited
         # on shutdown.
@@ -234,11 +235,13 @@ class Controller:
         if estimate.bits_per_second is None or self.active is None:
             return
         self.metrics.bandwidth.set(estimate.bits_per_second)
-        if not self.settings.auto or self.switching or self._pinned():
+        if not self.settings.auto or self._pinned():
             return
         if not estimate.confident:
             self.last_decision = "stay: not enough evidence of the link yet"
             return
+        # Asked even while a switch or a standby refresh holds the lock (seconds on a slow
+        # edge), so that the policy sees every turn of a flapping link; acted on only after.
         decision = self.policy.decide(
             current_cut=self.active.cut,
             bandwidth_bps=estimate.bits_per_second,
@@ -249,12 +252,15 @@ class Controller:
             ),
         )
         self.last_decision = f"{decision.decision.value}: {decision.detail}"
-        if decision.decision is Decision.SWITCH:
+        if self.switching:
+            self.last_decision = f"wait for the switch under way; then {self.last_decision}"
+        elif decision.decision is Decision.SWITCH:
             # In the background: an on-demand start takes seconds on a slow edge, and the
             # loop must go on measuring the link (and watching the cloud) meanwhile.
-            self._in_background(
-                self.switch_to(decision.best_cut, reason=decision.detail), name=AUTO_SWITCH
-            )
+            # The estimate's source in the record: which evidence moved the service.
+            source = estimate.source.value if estimate.source else "unknown"
+            reason = f"{decision.detail} ({source} estimate)"
+            self._in_background(self.switch_to(decision.best_cut, reason=reason), name=AUTO_SWITCH)
 
     @property
     def switching(self) -> bool:
@@ -368,7 +374,9 @@ class Controller:
         cloud_s = float(self.planner.cloud_s[self.planner.position(cut)])
         overhead = self.estimator.overhead_s(Source.PASSIVE)
         link_s = max(f["age_s"] for f in in_flight) - cloud_s - overhead
-        together = sum(f["bytes"] for f in in_flight)
+        # A probe in flight shares the link too: without its bytes, requests queued behind
+        # a probe sized for the old, fast link read a 2 mbit link as 0.1 mbit.
+        together = sum(f["bytes"] for f in in_flight) + self._probe_bytes_in_flight
         expected = together * 8 / estimate
         if link_s > OVERDUE_FACTOR * expected and link_s > self.estimator.min_net_s:
             self.estimator.cap(now, together * 8 / link_s)
@@ -389,6 +397,8 @@ class Controller:
             return
         size = self._probe_size()
         timeout = self._probe_timeout(size)
+        began = time.monotonic()
+        self._probe_bytes_in_flight = size
         try:
             response = await self._http.post(
                 target + PROBE_PATH, content=b"\0" * size, timeout=timeout
@@ -399,6 +409,9 @@ class Controller:
             return
         except httpx.HTTPError:
             return
+        finally:
+            self._probe_bytes_in_flight = 0
+        exchange_s = time.monotonic() - began
         if response.status_code != 200:
             return
         try:
@@ -409,7 +422,14 @@ class Controller:
         if tail_seconds < self.estimator.min_net_s:
             # Too quick to time (the estimate is far too low, or the probe fit in the link's
             # burst): the link is at least this fast, and the next probe will be larger.
-            floor = max(tail_bytes, size // 2) * 8 / self.estimator.min_net_s
+            # But a receiver that was late (descheduled under load) finds the bytes already
+            # buffered and times them as instant: a 14 mbit link read as 65 mbit. Half the
+            # probe at least (a burst allowance is less) crossed within the whole exchange
+            # on the sender's clock, which no lateness makes shorter.
+            floor = min(
+                max(tail_bytes, size // 2) * 8 / self.estimator.min_net_s,
+                size // 2 * 8 / max(exchange_s, self.estimator.min_net_s),
+            )
             self.estimator.raise_floor(time.monotonic(), floor)
             return
         sample = Sample(time.monotonic(), tail_bytes, tail_seconds, Source.ACTIVE, net=True)

@@ -173,7 +173,8 @@ class SwitchPolicy:
         return result(
             Decision.SWITCH,
             Reason.BETTER_CUT,
-            f"cut {best.cut} beats cut {current_cut} by {gain * 1e3:.2f} ms",
+            f"cut {best.cut} beats cut {current_cut} by {gain * 1e3:.2f} ms "
+            f"at {bandwidth_bps / 1e6:.3g} mbit",
         )
 
     def _dwell_s(self, now_s: float, *, large: bool) -> float:
