@@ -59,8 +59,8 @@ BUSY_LINK_BYTES = 16 * 1024
 # Evidence older than this is stale: probe even behind a busy link.
 STALE_S = 3.0
 # How often to probe when nothing of ours crosses the link (all-edge): the probes are
-# then the only way to see it recover.
-IDLE_LINK_PROBE_S = 0.25
+# then the only way to see it recover; and when the last probe disputed the estimate.
+SOON_PROBE_S = 0.25
 
 
 class Controller:
@@ -101,6 +101,7 @@ class Controller:
         self._last_probe_s = float("-inf")
         self._probing: asyncio.Task[None] | None = None
         self._probe_bytes_in_flight = 0  # they share the link with the requests' transfers
+        self._next_probe_bytes = 0
         self.probe: ServiceHandle | None = None
         # Retirements and standby refreshes that run after a switch has finished; awaited
         # on shutdown.
@@ -218,7 +219,8 @@ class Controller:
         await self._collect_transfers(now)
         probe_idle = self._probing is None or self._probing.done()
         idle_link = self.active is not None and self.active.cloud is None
-        every = IDLE_LINK_PROBE_S if idle_link else self.estimator.window_s
+        soon = idle_link or self.estimator.probe_disputed()
+        every = SOON_PROBE_S if soon else self.estimator.window_s
         due = now - self._last_probe_s >= every
         # Not while the edge has data in flight: a probe behind a queue measures the queue,
         # not the link (and the traffic itself is the better evidence then). But never let
@@ -420,20 +422,26 @@ class Controller:
         except (ValueError, KeyError, TypeError):
             return  # not a probe answer this controller understands: no evidence
         if tail_seconds < self.estimator.min_net_s:
-            # Too quick to time (the estimate is far too low, or the probe fit in the link's
-            # burst): the link is at least this fast, and the next probe will be larger.
-            # But a receiver that was late (descheduled under load) finds the bytes already
-            # buffered and times them as instant: a 14 mbit link read as 65 mbit. Half the
-            # probe at least (a burst allowance is less) crossed within the whole exchange
-            # on the sender's clock, which no lateness makes shorter.
-            floor = min(
-                max(tail_bytes, size // 2) * 8 / self.estimator.min_net_s,
-                size // 2 * 8 / max(exchange_s, self.estimator.min_net_s),
-            )
-            self.estimator.raise_floor(time.monotonic(), floor)
+            self._too_quick_to_time(size, exchange_s)
             return
         sample = Sample(time.monotonic(), tail_bytes, tail_seconds, Source.ACTIVE, net=True)
         self.estimator.add(sample)
+
+    def _too_quick_to_time(self, size: int, exchange_s: float) -> None:
+        """A probe whose tail the cloud could not time: the link is far faster than the
+        estimate, or the probe's tail fit in one chunk or burst (the shaping proxy
+        forwards 16 KiB at a time), or the receiver was late (descheduled under load) and
+        read it all at once. The next probe is four times larger. The receiver's "instant"
+        is no evidence (it read a 14 mbit link as 65 mbit); the sender's clock is: half
+        the probe at least (a burst allowance is less) crossed within the whole exchange,
+        which no lateness makes shorter. That raises an estimate it exceeds, and never
+        makes one up (as an estimate it read a 14 mbit link as 4.9 mbit and moved the
+        service)."""
+        self._next_probe_bytes = min(4 * size, MAX_PROBE_BYTES)
+        floor = size // 2 * 8 / max(exchange_s, self.estimator.min_net_s)
+        estimate = self.estimator.current
+        if estimate is not None and floor > estimate:
+            self.estimator.raise_floor(time.monotonic(), floor)
 
     def _probe_timeout(self, size: int) -> float:
         """PROBE_SLACK times the probe's expected time at the estimate, within bounds: a
@@ -443,13 +451,14 @@ class Controller:
         return min(max(expected * PROBE_SLACK, MIN_PROBE_TIMEOUT_S), MAX_PROBE_TIMEOUT_S)
 
     def _probe_size(self) -> int:
-        """About PROBE_TARGET_S of traffic at the current estimate: long enough to outlast
-        the link's burst allowance (a probe inside the burst measures line rate), short
-        enough not to crowd out requests."""
+        """The next probe's size: about PROBE_TARGET_S of traffic at the current estimate,
+        long enough to outlast the link's burst allowance (a probe inside the burst
+        measures line rate), short enough not to crowd out requests; larger once after a
+        probe too quick to time."""
         estimate = self.estimator.current
-        if estimate is None:
-            return self.settings.probe_bytes
-        wanted = max(estimate * PROBE_TARGET_S / 8, self.settings.probe_bytes)
+        wanted = estimate * PROBE_TARGET_S / 8 if estimate else 0
+        wanted = max(wanted, self.settings.probe_bytes, self._next_probe_bytes)
+        self._next_probe_bytes = 0  # grown once, for the probe after one too quick to time
         return int(min(wanted, MAX_PROBE_BYTES))
 
     # -- switching -------------------------------------------------------------------

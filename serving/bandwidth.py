@@ -47,6 +47,10 @@ SMALL_BYTES = 2048
 # over half, the tensor really does cross that fast). The controller's probes are never
 # smaller, for the same reason.
 BURST_SAFE_BYTES = 32 * 1024
+# When probes alone inform the estimate, it is the median of this many, the newest: one
+# probe is one receiver's reading, and a receiver descheduled for 40 ms on a loaded machine
+# read a 14 mbit link as 5.5 mbit (and switched the service) in a probe of 50 ms.
+PROBE_VOTES = 3
 
 
 def arrival_tail(arrivals: list[tuple[float, int]]) -> tuple[int, float]:
@@ -250,13 +254,29 @@ class BandwidthEstimator:
             return window  # a step, not noise: follow it now
         return previous + self.smoothing * (window - previous)
 
+    def probe_disputed(self) -> bool:
+        """The newest probe disagrees with the estimate by a step: another probe, soon,
+        decides which of them to believe (a step on probes alone needs two of three)."""
+        probes = [s for s in self._samples if s.source is Source.ACTIVE]
+        if not probes or self._smoothed is None:
+            return False
+        newest = self._rate(max(probes, key=lambda s: s.at_s))
+        return max(newest, self._smoothed) / min(newest, self._smoothed) > self.step_ratio
+
+    def _rate(self, sample: Sample) -> float:
+        return sample.bytes * 8 / max(self._net_seconds(sample), MIN_SECONDS)
+
     def _window_rate(self) -> float | None:
         samples = sorted(self._preferred_samples(), key=lambda s: s.at_s)
         if not samples:
             return None
         if len(samples) == 1:
-            only = samples[0]
-            return only.bytes * 8 / max(self._net_seconds(only), MIN_SECONDS)
+            return self._rate(samples[0])
+        if len(samples) >= PROBE_VOTES and all(s.source is Source.ACTIVE for s in samples):
+            # Probes never overlap, so each is a reading of its own; their median outvotes
+            # one late receiver.
+            rates = sorted(self._rate(s) for s in samples[-PROBE_VOTES:])
+            return rates[len(rates) // 2]
         # Measure from the end of the oldest transfer on: the bytes that completed after
         # it, over the time the link was busy after it. On a saturated link a transfer's
         # time includes its wait in the queue, which reaches back to before that point.

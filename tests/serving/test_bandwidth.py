@@ -231,3 +231,24 @@ def test_the_kernels_reading_wins_and_holds_against_transfer_windows() -> None:
     for i in range(4):
         estimator.add(Sample(1.5 + 0.1 * i, 100_000, 100_000 * 8 / 9e6))
     assert estimator.update(1.9).bits_per_second == pytest.approx(9e6, rel=0.05)
+
+
+def _probe(at_s: float, rate_bps: float, size: int = 43_750) -> Sample:
+    return Sample(at_s, size, size * 8 / rate_bps, Source.ACTIVE, net=True)
+
+
+def test_one_late_probe_is_outvoted_and_two_make_a_step() -> None:
+    """Probes alone on a 14 mbit link; one receiver descheduled for 40 ms reads 5.5 mbit.
+    The estimate keeps 14 mbit and asks for another probe; a second such reading is a
+    real drop, and the estimate follows it."""
+    estimator = BandwidthEstimator(window_s=1.0)
+    for at in (1.0, 2.0, 3.0):
+        estimator.add(_probe(at, 14e6))
+        estimator.update(at)
+    assert not estimator.probe_disputed()
+    estimator.add(_probe(4.0, 5.5e6))
+    assert estimator.update(4.0).bits_per_second == pytest.approx(14e6)
+    assert estimator.probe_disputed()
+    estimator.add(_probe(4.25, 5.5e6))
+    assert estimator.update(4.25).bits_per_second == pytest.approx(5.5e6)
+    assert not estimator.probe_disputed()
