@@ -249,8 +249,7 @@ class BandwidthEstimator:
         previous = self._smoothed
         if previous is None:
             return window
-        ratio = max(window, previous) / min(window, previous)
-        if ratio > self.step_ratio:
+        if self._is_step(window, previous):
             return window  # a step, not noise: follow it now
         return previous + self.smoothing * (window - previous)
 
@@ -260,8 +259,10 @@ class BandwidthEstimator:
         probes = [s for s in self._samples if s.source is Source.ACTIVE]
         if not probes or self._smoothed is None:
             return False
-        newest = self._rate(max(probes, key=lambda s: s.at_s))
-        return max(newest, self._smoothed) / min(newest, self._smoothed) > self.step_ratio
+        return self._is_step(self._rate(max(probes, key=lambda s: s.at_s)), self._smoothed)
+
+    def _is_step(self, one: float, other: float) -> bool:
+        return max(one, other) / min(one, other) > self.step_ratio
 
     def _rate(self, sample: Sample) -> float:
         return sample.bytes * 8 / max(self._net_seconds(sample), MIN_SECONDS)
