@@ -476,6 +476,7 @@ class Controller:
                 trigger_unix=time.time(),
             )
             self.history.append(record)  # visible (in progress) while it runs
+            log.info("switching %s -> %d: %s", record.from_cut, cut, reason)
             try:
                 await STRATEGIES[strategy](self, cut, record)
                 record.outcome = Outcome.SWITCHED
@@ -491,6 +492,7 @@ class Controller:
                 self.metrics.switch_downtime.labels(strategy.value).observe(
                     record.unavailable_s or 0.0
                 )
+                log.info(record.describe())
                 if strategy is StrategyName.SWITCH_STANDBY:
                     # The switch is done once the pointer moved; warming the next standby
                     # is follow-up work (it waits for this lock, so no switch overlaps it).
