@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import secrets
 import sys
 import tempfile
 import threading
@@ -33,12 +32,12 @@ import numpy as np
 import onnx
 import onnxruntime
 
-from controller.backends.local import LocalService, ServiceKind
 from models.partition import partition_model
 from models.runtime import Role, load_partition, sample_input
 from models.zoo import build_model
 from neukonfig.manifest import Manifest
 from neukonfig.peer_client import PeerClient
+from testbed.loopback_stack import loopback_stack
 from testbed.probe_client import binary_infer_body, json_infer_body
 from testbed.report import machine, write_json
 
@@ -164,38 +163,6 @@ async def beside_big_json(
     }
 
 
-def start_stack(parts: Path, cut: int, name: str, logs: Path) -> tuple[list[LocalService], str]:
-    token = secrets.token_urlsafe(24)
-    cloud = LocalService(
-        ServiceKind.CLOUD_PARTITION,
-        {"partition_dir": str(parts), "cut": str(cut), "threads": "1"},
-        logs / "cloud.log",
-    ).start()
-    edge = LocalService(
-        ServiceKind.EDGE_PARTITION,
-        {"partition_dir": str(parts), "cut": str(cut), "threads": "1", "cloud_url": cloud.url},
-        logs / "edge.log",
-    ).start()
-    gateway = LocalService(
-        ServiceKind.GATEWAY,
-        {"partition_dir": str(parts), "model_name": name, "admin_token": token},
-        logs / "gateway.log",
-    ).start()
-    for service in (cloud, edge, gateway):
-        service.wait_ready()
-    auth = {"authorization": f"Bearer {token}"}
-    registered = httpx.post(
-        f"{gateway.url}/admin/pipelines",
-        json={"id": "bench", "cut": cut, "edge_url": edge.url, "cloud_url": cloud.url},
-        headers=auth,
-    )
-    registered.raise_for_status()
-    httpx.post(
-        f"{gateway.url}/admin/switch", json={"pipeline_id": "bench"}, headers=auth
-    ).raise_for_status()
-    return [gateway, edge, cloud], f"{gateway.url}/v2/models/{name}/infer"
-
-
 def bench_model(name: str, work: Path, n: int, seconds: float) -> dict[str, object]:
     print(f"{name}: building and partitioning ...", file=sys.stderr, flush=True)
     onnx.save(build_model(name), str(work / f"{name}.onnx"))
@@ -205,8 +172,7 @@ def bench_model(name: str, work: Path, n: int, seconds: float) -> dict[str, obje
     batch = sample_input(manifest.model.inputs[0], batch=1, seed=0)
     print(f"{name}: in-process baseline at cut {cut} ...", file=sys.stderr, flush=True)
     baseline = in_process(work / "parts", manifest, cut, batch, n)
-    services, url = start_stack(work / "parts", cut, name, work)
-    try:
+    with loopback_stack(work / "parts", cut, name, work) as url:
         body, headers = binary_infer_body("input", batch)
         print(f"{name}: served latency ...", file=sys.stderr, flush=True)
         path = asyncio.run(served(url, body, headers, n))
@@ -224,9 +190,6 @@ def bench_model(name: str, work: Path, n: int, seconds: float) -> dict[str, obje
         for clients in CONCURRENCY:
             print(f"{name}: throughput with {clients} clients ...", file=sys.stderr, flush=True)
             rates[str(clients)] = asyncio.run(throughput(url, body, headers, clients, seconds))
-    finally:
-        for service in services:
-            service.stop()
     return {
         "model": name,
         "cut": cut,

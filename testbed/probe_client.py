@@ -123,10 +123,14 @@ def json_infer_body(name: str, batch: np.ndarray) -> tuple[bytes, dict[str, str]
 
 
 def first_output(response: httpx.Response) -> np.ndarray:
-    length = int(response.headers["inference-header-content-length"])
-    header = json.loads(response.content[:length])
+    """The first output of an OIP answer, binary (the tensor extension) or JSON."""
+    length = response.headers.get("inference-header-content-length")
+    if length is None:
+        output = response.json()["outputs"][0]
+        return np.asarray(output["data"], dtype=np.float32).reshape(output["shape"])
+    header = json.loads(response.content[: int(length)])
     output = header["outputs"][0]
-    data = np.frombuffer(response.content[length:], dtype="<f4")
+    data = np.frombuffer(response.content[int(length) :], dtype="<f4")
     return data.reshape(output["shape"])
 
 
@@ -147,11 +151,13 @@ class ProbeClient:
         cases: Sequence[ProbeCase],
         rate_per_s: float,
         timeout_s: float = 60.0,
+        json_requests: bool = False,
     ) -> None:
         if not cases:
             raise ValueError("a probe client needs at least one case")
         self.url = url
-        self.cases = [(binary_infer_body(input_name, c.batch), c.expected) for c in cases]
+        encode = json_infer_body if json_requests else binary_infer_body
+        self.cases = [(encode(input_name, c.batch), c.expected) for c in cases]
         self.interval = 1 / rate_per_s
         self.timeout_s = timeout_s
         self.records: list[RequestRecord] = []

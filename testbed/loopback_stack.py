@@ -1,0 +1,61 @@
+"""One pipeline served on loopback by real service processes: gateway -> edge partition
+-> cloud partition, no controller, one onnxruntime thread per partition.
+
+For the benchmarks that time the served path itself (``benchmarks/data_path.py``,
+``benchmarks/peers.py``): the gateway is given the pipeline and switched to it through
+its admin API, as the controller would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from controller.backends.local import LocalService, ServiceKind
+
+
+@contextlib.contextmanager
+def loopback_stack(parts: Path, cut: int, name: str, logs: Path) -> Iterator[str]:
+    """Serve ``cut`` of the partitions in ``parts``; yields the OIP infer URL."""
+    token = secrets.token_urlsafe(24)
+    services: list[LocalService] = []
+    try:
+        cloud = _started(services, ServiceKind.CLOUD_PARTITION, parts, cut, logs)
+        edge = _started(services, ServiceKind.EDGE_PARTITION, parts, cut, logs, cloud.url)
+        gateway = LocalService(
+            ServiceKind.GATEWAY,
+            {"partition_dir": str(parts), "model_name": name, "admin_token": token},
+            logs / "gateway.log",
+        ).start()
+        services.append(gateway)
+        for service in services:
+            service.wait_ready()
+        auth = {"authorization": f"Bearer {token}"}
+        pipeline = {"id": "bench", "cut": cut, "edge_url": edge.url, "cloud_url": cloud.url}
+        httpx.post(f"{gateway.url}/admin/pipelines", json=pipeline, headers=auth).raise_for_status()
+        switch = {"pipeline_id": "bench"}
+        httpx.post(f"{gateway.url}/admin/switch", json=switch, headers=auth).raise_for_status()
+        yield f"{gateway.url}/v2/models/{name}/infer"
+    finally:
+        for service in services:
+            service.stop()
+
+
+def _started(
+    services: list[LocalService],
+    kind: ServiceKind,
+    parts: Path,
+    cut: int,
+    logs: Path,
+    cloud_url: str | None = None,
+) -> LocalService:
+    settings = {"partition_dir": str(parts), "cut": str(cut), "threads": "1"}
+    if cloud_url is not None:
+        settings["cloud_url"] = cloud_url
+    service = LocalService(kind, settings, logs / f"{kind.value}.log").start()
+    services.append(service)
+    return service
