@@ -11,7 +11,10 @@ the kernel's readings came later still: one run held a pre-step 63 mbit for abou
 second (acknowledgements starved of CPU arrive bunched, so delivery-rate samples read
 high). So this test asserts what one run on a loaded 2-core machine does hold, which a
 frozen or wrong estimate (the bug it guards against) does not: within 25% by 2.5 s,
-and there for 80% of the samples in the second after.
+and from then on to 4 s a median within 25% and every sample within 2x. (After it
+arrives the estimate wanders: with the offered load at 2.6x the link the queue keeps
+growing, and quiet runs read 50% over for half a second, or 40% under for half a
+second at 3 s; "80% of samples within 25%" failed on both.)
 
 The tiny model pinned at a cut whose tensor is 64 KiB, 25 requests a second: 13 Mbit/s
 of cut tensors, a quarter of the 50 mbit link and over twice what the 5 mbit link after
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import numpy as np
 import pytest
 
 from controller.assemble import build_controller
@@ -95,5 +99,7 @@ def test_the_estimate_tracks_a_step_down_on_a_saturated_link(
     shown = [(round(at, 2), round((v or 0) / 1e6, 2)) for at, v in trace[::5]]
     assert first is not None, f"never within {WITHIN:.0%} of 5 mbit: {shown}"
     assert first <= BOUND_S, f"estimate after the step: {shown}"
-    later = [value for at, value in trace if at >= BOUND_S + 0.5]
-    assert sum(within(v) for v in later) >= 0.8 * len(later), f"it did not stay: {shown}"
+    later = [value or 0.0 for at, value in trace if at >= first]
+    assert abs(float(np.median(later)) - LOW) <= WITHIN * LOW, f"off-centre after: {shown}"
+    assert min(later) >= LOW / 2, f"it fell far under: {shown}"
+    assert max(later) <= 2 * LOW, f"it went back up: {shown}"
