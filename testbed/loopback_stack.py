@@ -1,5 +1,5 @@
 """One pipeline served on loopback by real service processes: gateway -> edge partition
--> cloud partition, no controller, one onnxruntime thread per partition.
+-> cloud partition (none at the all-edge cut), no controller, one onnxruntime thread per partition.
 
 For the benchmarks that time the served path itself (``benchmarks/data_path.py``,
 ``benchmarks/peers.py``): the gateway is given the pipeline and switched to it through
@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from controller.backends.local import LocalService, ServiceKind
+from neukonfig.manifest import CutKind, read_manifest
 
 
 @contextlib.contextmanager
@@ -24,8 +25,10 @@ def loopback_stack(parts: Path, cut: int, name: str, logs: Path) -> Iterator[str
     token = secrets.token_urlsafe(24)
     services: list[LocalService] = []
     try:
-        cloud = _started(services, ServiceKind.CLOUD_PARTITION, parts, cut, logs)
-        edge = _started(services, ServiceKind.EDGE_PARTITION, parts, cut, logs, cloud.url)
+        cloud_url = None  # the all-edge cut has no cloud partition
+        if read_manifest(parts).cut(cut).kind is not CutKind.ALL_EDGE:
+            cloud_url = _started(services, ServiceKind.CLOUD_PARTITION, parts, cut, logs).url
+        edge = _started(services, ServiceKind.EDGE_PARTITION, parts, cut, logs, cloud_url)
         gateway = LocalService(
             ServiceKind.GATEWAY,
             {"partition_dir": str(parts), "model_name": name, "admin_token": token},
@@ -35,7 +38,7 @@ def loopback_stack(parts: Path, cut: int, name: str, logs: Path) -> Iterator[str
         for service in services:
             service.wait_ready()
         auth = {"authorization": f"Bearer {token}"}
-        pipeline = {"id": "bench", "cut": cut, "edge_url": edge.url, "cloud_url": cloud.url}
+        pipeline = {"id": "bench", "cut": cut, "edge_url": edge.url, "cloud_url": cloud_url}
         httpx.post(f"{gateway.url}/admin/pipelines", json=pipeline, headers=auth).raise_for_status()
         switch = {"pipeline_id": "bench"}
         httpx.post(f"{gateway.url}/admin/switch", json=switch, headers=auth).raise_for_status()
