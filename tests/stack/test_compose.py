@@ -258,12 +258,6 @@ def _wait_for_state(stack: Stack, wanted: Callable[[dict[str, object]], bool], w
     while time.monotonic() < deadline:
         state = stack.state()
         if wanted(state) and not state["switching"]:
-            print(
-                "SETTLED",
-                what,
-                {k: state[k] for k in ("current_cut", "bandwidth_bps", "last_decision")},
-                flush=True,
-            )
             return int(state["current_cut"])
         time.sleep(0.5)
     pytest.fail(f"no {what} within {SWITCH_TIMEOUT_S} s: {stack.state()}")
