@@ -21,7 +21,10 @@ So a switch needs all of:
    second on, the plain dwell doubles per reversal (at most ``flap_window_s``), so a
    link that flips faster than that keeps the service on one side for as long as it
    flips, however long that is. Counting the preference, not the moves, keeps the
-   memory fresh while the link flaps even when no move is made.
+   memory fresh while the link flaps even when no move is made. An estimate averaged
+   over a fast flap hovers between the two cuts, inside the band, crossing back and
+   forth over their boundary: while it keeps crossing back to the cut the preference
+   last turned away from, the flap goes on and no reversal lapses.
 3. **Payback**, when the request rate is known: the latency saved over ``horizon_s``
    (``gain * rate * horizon_s``, request-seconds) must exceed ``switch_cost_s``.
 
@@ -113,6 +116,7 @@ class SwitchPolicy:
         self._preferred: int | None = None
         self._left: tuple[float, int] | None = None  # (when, cut) the last change left
         self._reversals: deque[float] = deque()  # times the preference went back
+        self._crossed_back_s: float | None = None  # inside the band, back to the left cut
 
     def reset(self) -> None:
         self._pending = None
@@ -140,6 +144,8 @@ class SwitchPolicy:
         needed = max(self.rule.min_gain_s, self.rule.min_gain_fraction * current_s)
         if gain <= 0 or gain >= needed:  # inside the band the estimate prefers nothing
             self._prefer(best.cut if gain >= needed else current_cut, now_s)
+        elif self._left is not None and best.cut == self._left[1]:
+            self._crossed_back_s = now_s
         if best.cut == current_cut or gain <= 0:
             self._pending = None
             return result(Decision.STAY, Reason.CURRENT_IS_BEST, "current cut is the best")
@@ -199,7 +205,12 @@ class SwitchPolicy:
         self._left = (now_s, previous)
 
     def _recent_reversals(self, now_s: float) -> int:
-        while self._reversals and self._reversals[0] < now_s - self.rule.flap_window_s:
+        """Reversals in the flap window; none lapses while the estimate, inside the band,
+        still crosses back over the boundary of the last turn."""
+        horizon_s = now_s - self.rule.flap_window_s
+        if self._crossed_back_s is not None and self._crossed_back_s >= horizon_s:
+            return len(self._reversals)
+        while self._reversals and self._reversals[0] < horizon_s:
             self._reversals.popleft()
         return len(self._reversals)
 

@@ -235,3 +235,22 @@ def test_a_recovery_read_through_a_middle_cut_is_one_reversal(planner: Planner) 
     events = replay(SwitchPolicy(planner, rule=rule), trace, start_cut=0)
     assert [(e.from_cut, e.to_cut) for e in events] == [(0, 2), (2, 0)], events
     assert events[-1].time_s - 15.2 <= rule.fast_dwell_s + 2.5 / RATE_HZ
+
+
+def test_an_estimate_hovering_between_the_flapping_cuts_keeps_the_flap_memory(
+    planner: Planner,
+) -> None:
+    """A window-averaged estimate of a fast flap sits between the two cuts, inside the band,
+    crossing their boundary back and forth. After four flips of 50/20 mbit and 25 s of
+    such hovering (longer than the flap window), a 3 s dip to 20 mbit is still the flap:
+    it outlasts the plain dwell but not the doubled one, so the service stays."""
+    rule = SwitchRule(dwell_s=2.0, flap_window_s=20.0, fast_gain_fraction=1.0)
+    policy = SwitchPolicy(planner, rule=rule)
+    flaps = square_wave(high=50e6, low=20e6, half_period_s=3.0, periods=2, rate_hz=RATE_HZ)
+    replay(policy, flaps, start_cut=0)
+    hover = [
+        (12.0 + t / RATE_HZ, UPPER_CROSSOVER_BPS * (1.01 if t % 10 < 5 else 0.99))
+        for t in range(250)
+    ]
+    dip = [(37.0 + t / RATE_HZ, 20e6) for t in range(30)]
+    assert replay(policy, hover + dip, start_cut=0) == []
