@@ -31,6 +31,7 @@ from edge_service.link import LinkMonitor
 from edge_service.settings import EdgePartitionSettings
 from models.runtime import Role
 from neukonfig import wire
+from neukonfig.codecs import NONE, Codec
 from neukonfig.errors import NotReadyError, UpstreamError, UpstreamTimeoutError
 from neukonfig.manifest import CutKind
 from neukonfig.metrics import Metrics, Stage
@@ -191,6 +192,7 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
     link = LinkMonitor(cloud, kernel_evidence=settings.kernel_link_evidence)
     fallback = LocalTail(settings, queue) if settings.fallback_local_tail and cloud else None
     breaker = CloudBreaker(settings.cloud_retry_s)
+    codec = Codec.parse(settings.codec)
     cloud_times = CloudTimes()
 
     @contextlib.asynccontextmanager
@@ -286,7 +288,9 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
             return Response(
                 wire.encode(intermediate), media_type=wire.CONTENT_TYPE, headers=headers
             )
-        frame = body if host.partition.session is None else wire.encode(intermediate)
+        # All-cloud with no codec: the gateway's frame is already what the cloud needs.
+        forward = host.partition.session is None and codec == NONE
+        frame = body if forward else wire.encode(intermediate, codec)
         if fallback is not None and breaker.skip_cloud():
             return await answer_locally(frame, headers, LocalReason.CLOUD_DOWN)
         if backed_up(len(frame)):

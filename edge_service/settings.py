@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from neukonfig.codecs import Codec
 from neukonfig.peer_client import check_base_url
 
 
@@ -77,6 +78,18 @@ class EdgePartitionSettings(BaseSettings):
         ge=1.0,
         description="Finish here when the link path is predicted this many times slower",
     )
+
+    codec: str = Field(
+        default="none",
+        description="Codec of the tensor sent to the cloud partition (neukonfig.codecs): none, "
+        "fp16, int8, int8-channel, zstd, or a lossy one + zstd. The lossy ones change answers "
+        "within their documented bounds; the planner does not plan codecs yet",
+    )
+
+    @field_validator("codec")
+    @classmethod
+    def _known_codec(cls, name: str) -> str:
+        return Codec.parse(name).name
 
     @field_validator("cloud_url")
     @classmethod

@@ -48,6 +48,11 @@ class OutputDirConflictError(NeukonfigError):
     status_code = 409
 
 
+class WireFormatError(NeukonfigError):
+    """A tensor frame that is malformed, or whose tensors do not match what the receiver
+    expects (``neukonfig.wire``, ``neukonfig.codecs``)."""
+
+
 class VerificationError(NeukonfigError):
     """Head followed by tail did not reproduce the full model's outputs."""
 

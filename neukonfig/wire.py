@@ -5,11 +5,19 @@ tensor, little-endian and row-major (C order), each payload starting on a 64-byt
 boundary so numpy (and onnxruntime) can use it in place. Decoding never copies the
 payload and never unpickles anything; every length is checked before it is used.
 
-    frame   := b"NKW1" | count:u16 | reserved:u16 | header* | padding | payload*
+    frame   := b"NKW1" | count:u16 | codec:u16 | header* | padding | payload*
     header  := name_len:u16 | name:utf8 | dtype:u8 | ndim:u8 | dims:u64[ndim] | offset:u64
                | nbytes:u64
 
 ``offset`` is from the start of the frame. A frame must end exactly at its last payload.
+
+``codec`` names the frame's codec (``neukonfig.codecs``; 0 sends tensors as they are).
+A lossy codec's tensors are ordinary tensors of the frame, each coded one with a side
+tensor of its parameters. A lossless stage compresses a whole frame of the lossy codec:
+
+    compressed := b"NKW1" | count:u16 | codec:u16 | size:u64 | zstd(frame of size bytes)
+
+``decode`` reads any of them; only the lossy codecs' tensors are new arrays.
 """
 
 from __future__ import annotations
@@ -20,7 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from neukonfig.errors import NeukonfigError
+from neukonfig.codecs import NONE, Codec, Lossless, apply_lossy, compress, decompress, restore_lossy
+from neukonfig.errors import WireFormatError
 
 MAGIC = b"NKW1"
 CONTENT_TYPE = "application/x-neukonfig-tensors"
@@ -32,6 +41,7 @@ _FRAME = struct.Struct("<4sHH")
 _NAME_LENGTH = struct.Struct("<H")
 _TYPE = struct.Struct("<BB")
 _SPAN = struct.Struct("<QQ")
+_SIZE = struct.Struct("<Q")
 
 # Codes are part of the format: append only, never renumber.
 DTYPES: tuple[str, ...] = (
@@ -51,8 +61,7 @@ DTYPES: tuple[str, ...] = (
 _CODE = {name: code for code, name in enumerate(DTYPES)}
 
 
-class WireFormatError(NeukonfigError):
-    """A frame that is malformed, or whose tensors do not match what the receiver expects."""
+__all__ = ["CONTENT_TYPE", "Codec", "ExpectedTensor", "WireFormatError", "decode", "encode"]
 
 
 @dataclass(frozen=True)
@@ -64,11 +73,45 @@ class ExpectedTensor:
     shape: Sequence[int | str | None] | None
 
 
-def encode(tensors: Mapping[str, np.ndarray]) -> bytes:
-    """Frame named arrays. Non-contiguous or big-endian arrays are converted first."""
-    if len(tensors) > MAX_TENSORS:
-        raise WireFormatError(f"at most {MAX_TENSORS} tensors per frame, got {len(tensors)}")
-    arrays = {name: _little_endian_c_order(array) for name, array in tensors.items()}
+def encode(tensors: Mapping[str, np.ndarray], codec: Codec = NONE) -> bytes:
+    """Frame named arrays, coded with ``codec``. Non-contiguous or big-endian arrays are
+    converted first."""
+    frame = _frame(apply_lossy(tensors, codec.lossy), Codec(codec.lossy).code)
+    if codec.lossless is Lossless.NONE:
+        return frame
+    header = _FRAME.pack(MAGIC, _FRAME.unpack_from(frame)[1], codec.code)
+    return b"".join([header, _SIZE.pack(len(frame)), compress(frame)])
+
+
+def decode(
+    frame: bytes | bytearray | memoryview,
+    expected: Sequence[ExpectedTensor] | None = None,
+) -> dict[str, np.ndarray]:
+    """Parse a frame of any codec; validate against ``expected``. Uncoded tensors are
+    read-only arrays that view ``frame`` (or the decompressed frame) in place."""
+    view = memoryview(frame).cast("B")
+    codec, count = _frame_header(view)
+    if codec.lossless is not Lossless.NONE:
+        (size,) = _unpack(_SIZE, view, _FRAME.size)
+        view = memoryview(decompress(view[_FRAME.size + _SIZE.size :], size))
+        inner = _frame_header(view)
+        if inner != (Codec(codec.lossy), count):
+            raise WireFormatError("compressed frame's inner header does not match its outer one")
+    tensors = restore_lossy(_read_tensors(view, count), codec.lossy)
+    if expected is not None:
+        check_expected(tensors, expected)
+    return tensors
+
+
+def frame_codec(frame: bytes | bytearray | memoryview) -> Codec:
+    """The codec a frame declares (a clear error for a frame that is not one)."""
+    return _frame_header(memoryview(frame).cast("B"))[0]
+
+
+def _frame(arrays: Mapping[str, np.ndarray], code: int) -> bytes:
+    if len(arrays) > MAX_TENSORS:
+        raise WireFormatError(f"at most {MAX_TENSORS} tensors per frame, got {len(arrays)}")
+    arrays = {name: _little_endian_c_order(array) for name, array in arrays.items()}
     header_size = _FRAME.size + sum(_header_size(name, a.ndim) for name, a in arrays.items())
     headers: list[bytes] = []
     payloads: list[bytes | memoryview] = []
@@ -79,22 +122,21 @@ def encode(tensors: Mapping[str, np.ndarray]) -> bytes:
         payloads += [b"\0" * (offset - written), memoryview(array.reshape(-1).view(np.uint8))]
         written = offset + array.nbytes
     # One copy in total: join reads each array's buffer in place.
-    return b"".join([_FRAME.pack(MAGIC, len(arrays), 0), *headers, *payloads])
+    return b"".join([_FRAME.pack(MAGIC, len(arrays), code), *headers, *payloads])
 
 
-def decode(
-    frame: bytes | bytearray | memoryview,
-    expected: Sequence[ExpectedTensor] | None = None,
-) -> dict[str, np.ndarray]:
-    """Parse a frame into read-only arrays that view ``frame``; validate against ``expected``."""
-    view = memoryview(frame).cast("B")
+def _frame_header(view: memoryview) -> tuple[Codec, int]:
     if len(view) < _FRAME.size:
         raise WireFormatError(f"frame of {len(view)} bytes is shorter than its header")
-    magic, count, _reserved = _FRAME.unpack_from(view, 0)
+    magic, count, code = _FRAME.unpack_from(view, 0)
     if magic != MAGIC:
         raise WireFormatError("not a neukonfig tensor frame (bad magic)")
     if count > MAX_TENSORS:
         raise WireFormatError(f"frame declares {count} tensors; at most {MAX_TENSORS}")
+    return Codec.from_code(code), count
+
+
+def _read_tensors(view: memoryview, count: int) -> dict[str, np.ndarray]:
     tensors: dict[str, np.ndarray] = {}
     position, end = _FRAME.size, _FRAME.size
     for _ in range(count):
@@ -105,8 +147,6 @@ def decode(
         end = max(end, payload_end)
     if end != len(view) and count:
         raise WireFormatError(f"frame has {len(view) - end} trailing bytes after its last tensor")
-    if expected is not None:
-        check_expected(tensors, expected)
     return tensors
 
 
