@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from neukonfig.codecs import Codec
     from testbed.edge_device import DeviceSpec
 
 
@@ -23,6 +24,19 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
     return value
+
+
+def codec_list(text: str) -> list[Codec]:
+    """``fp16,int8+zstd`` -> the codecs, without ``none`` (always profiled); ``all``: every
+    codec there is."""
+    from neukonfig.codecs import Codec, known_names
+
+    names = known_names() if text.strip() == "all" else text.split(",")
+    try:
+        codecs = [Codec.parse(name) for name in names]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return list(dict.fromkeys(codec for codec in codecs if codec != Codec()))
 
 
 DEFAULT_EDGE_MEMORY = "2GiB"

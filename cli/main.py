@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cli.common import positive_int, progress
+from cli.common import codec_list, positive_int, progress
 from cli.stack import add_stack_commands
 from neukonfig.errors import NeukonfigError
 
@@ -106,6 +106,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from neukonfig.profiles import with_edge_slowdown, write_profile
 
     roles = [Role.EDGE, Role.CLOUD] if args.role == "both" else [Role(args.role)]
+    if args.accuracy and len(roles) < 2:
+        raise NeukonfigError("--accuracy runs heads and tails: profile --role both")
     started = time.perf_counter()
     profile = profile_partitions(
         args.directory,
@@ -113,8 +115,20 @@ def cmd_profile(args: argparse.Namespace) -> int:
         threads=args.threads,
         warmup=args.warmup,
         repeats=args.repeats,
+        codecs=args.codecs,
         progress=progress,
     )
+    if args.accuracy:
+        from models.codec_accuracy import measure_accuracy, with_accuracy
+
+        measured = measure_accuracy(
+            args.directory,
+            args.codecs,
+            inputs=args.accuracy,
+            threads=args.threads,
+            progress=progress,
+        )
+        profile = with_accuracy(profile, measured)
     if args.slowdown != 1.0:
         profile = with_edge_slowdown(profile, args.slowdown)
     write_profile(args.out, profile)
@@ -296,6 +310,21 @@ def _add_profile_and_plan(commands: argparse._SubParsersAction) -> None:
     )
     profile.add_argument("--repeats", type=positive_int, default=10, help="timed runs (10)")
     profile.add_argument("--warmup", type=positive_int, default=2, help="untimed runs first (2)")
+    profile.add_argument(
+        "--codecs",
+        type=codec_list,
+        default=[],
+        help="also measure these codecs of the crossing tensor, comma-separated (e.g. "
+        "fp16,int8,int8-channel,zstd,int8+zstd; 'all' for every one): frame sizes over "
+        "the head's outputs, encode on the edge role, decode on the cloud role",
+    )
+    profile.add_argument(
+        "--accuracy",
+        type=positive_int,
+        metavar="INPUTS",
+        help="also compare the lossy codecs' outputs with the fp32 model's over this many "
+        "seeded inputs (256 is a sound number; needs --role both)",
+    )
     profile.add_argument("--out", required=True, help="profile JSON to write")
     profile.set_defaults(handler=cmd_profile)
 

@@ -30,8 +30,10 @@ import psutil
 
 from models.cpu_load import OtherLoad
 from models.runtime import Partition, Role, load_partition, sample_input
+from neukonfig.codecs import Codec
 from neukonfig.manifest import CutKind, CutSpec, Manifest, read_manifest
 from neukonfig.profiles import (
+    CodecCost,
     CutProfile,
     MachineInfo,
     Profile,
@@ -45,6 +47,9 @@ Progress = Callable[[str], None]
 
 BATCH = 1
 PROVIDERS = ["CPUExecutionProvider"]
+# Seeded inputs whose head outputs a codec's frame sizes are taken over: compression
+# of a ReLU map depends on the data, so the profile keeps the range.
+CODEC_SAMPLES = 8
 # Other processes' CPU use (in cores) above which a cut's timings are flagged.
 OTHER_LOAD_WARNING_CORES = 0.1
 
@@ -56,9 +61,11 @@ def profile_partitions(
     threads: int | None = None,
     warmup: int = 2,
     repeats: int = 10,
+    codecs: Sequence[Codec] = (),
     progress: Progress | None = None,
 ) -> Profile:
-    """Profile every written cut of ``directory`` for ``roles`` with ``threads`` threads."""
+    """Profile every written cut of ``directory`` for ``roles`` with ``threads`` threads,
+    and what each of ``codecs`` costs for its crossing tensor."""
     _check_arguments(roles=roles, threads=threads, warmup=warmup, repeats=repeats)
     report = progress or (lambda _message: None)
     directory = Path(directory)
@@ -73,7 +80,14 @@ def profile_partitions(
     cuts = []
     for number, cut in enumerate(manifest.cuts, start=1):
         measured = profile_cut(
-            directory, manifest, cut, roles=roles, threads=threads, warmup=warmup, repeats=repeats
+            directory,
+            manifest,
+            cut,
+            roles=roles,
+            threads=threads,
+            warmup=warmup,
+            repeats=repeats,
+            codecs=codecs,
         )
         report(f"[{number}/{len(manifest.cuts)}] {describe(measured)}")
         cuts.append(measured)
@@ -221,17 +235,34 @@ def profile_cut(
     threads: int | None,
     warmup: int,
     repeats: int,
+    codecs: Sequence[Codec] = (),
 ) -> CutProfile:
-    """Measure one cut: each role's side, then the wire cost of its crossing tensor."""
+    """Measure one cut: each role's side, then the wire cost of its crossing tensor (and
+    of each of ``codecs``, over the head's real outputs when the edge role is measured)."""
     sides: dict[Role, SideProfile | None] = {Role.EDGE: None, Role.CLOUD: None}
+    crossing: list[np.ndarray] = []
     for role in roles:
         if role is Role.CLOUD and cut.kind is CutKind.ALL_EDGE:
             continue
-        sides[role] = _profile_side(
-            directory, manifest, cut, role, threads=threads, warmup=warmup, repeats=repeats
+        keep = CODEC_SAMPLES if role is Role.EDGE and codecs else 0
+        sides[role], outputs = _profile_side(
+            directory,
+            manifest,
+            cut,
+            role,
+            threads=threads,
+            warmup=warmup,
+            repeats=repeats,
+            keep_crossing=keep,
         )
+        crossing += outputs
         _release_memory()
     frame_bytes, encoding, decoding = _profile_wire(cut, warmup=warmup, repeats=repeats)
+    costs = [
+        profile_codec(cut, codec, crossing, roles=roles, warmup=warmup, repeats=repeats)
+        for codec in codecs
+        if cut.kind is not CutKind.ALL_EDGE
+    ]
     return CutProfile(
         index=cut.index,
         kind=cut.kind,
@@ -242,6 +273,7 @@ def profile_cut(
         tail=sides[Role.CLOUD],
         encode=encoding,
         decode=decoding,
+        codecs=costs,
     )
 
 
@@ -254,13 +286,22 @@ def _profile_side(
     threads: int | None,
     warmup: int,
     repeats: int,
-) -> SideProfile:
+    keep_crossing: int = 0,
+) -> tuple[SideProfile, list[np.ndarray]]:
+    """The side's costs, and (``keep_crossing`` > 0, edge role) the crossing tensor as its
+    head makes it from that many seeded inputs."""
     rss_before = _rss()
     started = time.perf_counter()
     partition = load_partition(directory, cut.index, role, threads=threads, manifest=manifest)
     load_s = time.perf_counter() - started
+    crossing = [
+        partition.run(_sample_feeds(partition, seed=cut.index * 1000 + sample))[cut.tensor]
+        for sample in range(keep_crossing)
+        if cut.tensor is not None
+    ]
     if partition.session is None:
-        return SideProfile(file=None, compute=None, load_s=0.0, first_run_s=0.0, rss_added_bytes=0)
+        empty = SideProfile(file=None, compute=None, load_s=0.0, first_run_s=0.0, rss_added_bytes=0)
+        return empty, crossing
     feeds = _sample_feeds(partition, seed=cut.index)
     started = time.perf_counter()
     partition.run(feeds)
@@ -271,7 +312,7 @@ def _profile_side(
     with OtherLoad() as other:
         # The first run was the first warm-up.
         compute = time_calls(lambda: partition.run(feeds), warmup=warmup - 1, repeats=repeats)
-    return SideProfile(
+    side = SideProfile(
         file=str(partition.path.relative_to(directory)) if partition.path else None,
         compute=compute,
         load_s=load_s,
@@ -279,6 +320,7 @@ def _profile_side(
         rss_added_bytes=rss_added,
         other_load_cores=other.cores,
     )
+    return side, crossing
 
 
 def _profile_wire(
@@ -294,6 +336,46 @@ def _profile_wire(
     encoding = time_calls(lambda: encode(tensors), warmup=warmup, repeats=repeats)
     decoding = time_calls(lambda: decode(frame, [spec]), warmup=warmup, repeats=repeats)
     return len(frame), encoding, decoding
+
+
+def profile_codec(
+    cut: CutSpec,
+    codec: Codec,
+    crossing: Sequence[np.ndarray],
+    *,
+    roles: Sequence[Role],
+    warmup: int,
+    repeats: int,
+) -> CodecCost:
+    """Frame sizes of ``codec`` over the head's outputs (``crossing``; seeded random data of
+    the tensor's shape without the edge role), its encode time on the edge role and its
+    decode time, with the receiver's checks, on the cloud role."""
+    assert cut.tensor is not None
+    assert cut.dtype is not None
+    spec = ExpectedTensor(name=cut.tensor, dtype=cut.dtype, shape=cut.shape)
+    samples = list(crossing) or [sample_input(spec, batch=BATCH, seed=cut.index)]
+    frames = [encode({cut.tensor: tensor}, codec) for tensor in samples]
+    sizes = [len(frame) for frame in frames]
+    tensors = {cut.tensor: samples[0]}
+    encoding = (
+        time_calls(lambda: encode(tensors, codec), warmup=warmup, repeats=repeats)
+        if Role.EDGE in roles
+        else None
+    )
+    decoding = (
+        time_calls(lambda: decode(frames[0], [spec]), warmup=warmup, repeats=repeats)
+        if Role.CLOUD in roles
+        else None
+    )
+    return CodecCost(
+        codec=codec.name,
+        frame_bytes=int(np.median(sizes)),
+        frame_bytes_min=min(sizes),
+        frame_bytes_max=max(sizes),
+        samples=len(sizes),
+        encode=encoding,
+        decode=decoding,
+    )
 
 
 def _sample_feeds(partition: Partition, *, seed: int) -> dict[str, np.ndarray]:

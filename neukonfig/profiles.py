@@ -59,6 +59,38 @@ class SideProfile(BaseModel):
     )
 
 
+class CodecCost(BaseModel):
+    """What one codec (``neukonfig.codecs``) costs for one cut's crossing tensor."""
+
+    model_config = ConfigDict(frozen=True)
+
+    codec: str
+    frame_bytes: int = Field(ge=0, description="Median frame over the seeded head outputs")
+    frame_bytes_min: int = Field(ge=0)
+    frame_bytes_max: int = Field(ge=0)
+    samples: int = Field(ge=1, description="Seeded inputs whose head outputs were coded")
+    encode: TimingStats | None = Field(description="Edge role: wire.encode with this codec")
+    decode: TimingStats | None = Field(description="Cloud role: wire.decode of its frame")
+
+
+class CodecAccuracy(BaseModel):
+    """How far head -> codec -> tail moves the model's outputs from the fp32 model's."""
+
+    model_config = ConfigDict(frozen=True)
+
+    codec: str
+    inputs: int = Field(ge=1, description="Seeded inputs compared")
+    max_relative_error: float = Field(
+        ge=0, description="Largest |coded - fp32| over the largest |fp32|, of any output"
+    )
+    top1_agreement: float | None = Field(
+        ge=0, le=1, description="Share of inputs whose top class is the fp32 model's"
+    )
+    top5_agreement: float | None = Field(
+        ge=0, le=1, description="Share whose fp32 top class is among the coded top five"
+    )
+
+
 class CutProfile(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -73,6 +105,18 @@ class CutProfile(BaseModel):
     )
     encode: TimingStats | None = Field(description="wire.encode of the crossing tensor")
     decode: TimingStats | None = Field(description="wire.decode (with checks) of its frame")
+    codecs: list[CodecCost] = Field(
+        default_factory=list, description="Other codecs' costs, when profiled (--codecs)"
+    )
+    accuracy: list[CodecAccuracy] = Field(
+        default_factory=list, description="Lossy codecs' effect on the outputs (--accuracy)"
+    )
+
+    def codec_cost(self, codec: str) -> CodecCost | None:
+        return next((cost for cost in self.codecs if cost.codec == codec), None)
+
+    def codec_accuracy(self, codec: str) -> CodecAccuracy | None:
+        return next((found for found in self.accuracy if found.codec == codec), None)
 
 
 class MachineInfo(BaseModel):

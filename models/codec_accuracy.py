@@ -1,0 +1,141 @@
+"""What a lossy codec does to the model's answers, measured rather than assumed.
+
+For every cut and lossy codec: seeded inputs go through the head, the crossing tensor
+through ``wire.encode`` and ``wire.decode`` with the codec, and the result through the
+tail; the outputs are compared with the full fp32 model's (cut 0's tail is the whole
+model). Reported per (cut, codec):
+
+- the largest ``|coded - fp32|`` over the largest ``|fp32|`` of any output (relative to
+  the output's scale: an element-wise ratio explodes near zero);
+- top-1 agreement (the same top class) and top-5 agreement (the fp32 top class among
+  the coded top five), for a first output shaped ``[batch, classes]``.
+
+A lossless stage stacked on a lossy one changes nothing the tail sees, so ``int8+zstd``
+reports what ``int8`` measured; ``none`` and ``zstd`` are exact and not measured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from models.runtime import Role, load_partition, sample_input
+from neukonfig.codecs import Codec
+from neukonfig.manifest import CutKind, Manifest, read_manifest
+from neukonfig.profiles import CodecAccuracy, Profile
+from neukonfig.wire import decode, encode
+
+Progress = Callable[[str], None]
+TOP_K = 5
+
+
+@dataclass
+class _Tally:
+    """Running comparison of one (cut, codec) against the fp32 outputs."""
+
+    inputs: int = 0
+    worst: float = 0.0
+    top1: int = 0
+    top5: int = 0
+    classified: bool = field(default=True)
+
+    def add(self, coded: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> None:
+        for name, expected in reference.items():
+            scale = float(np.abs(expected).max()) or 1.0
+            self.worst = max(self.worst, float(np.abs(coded[name] - expected).max()) / scale)
+        first = next(iter(reference))
+        expected, got = reference[first], coded[first]
+        self.inputs += len(expected)
+        if expected.ndim != 2 or expected.shape[1] < TOP_K:
+            self.classified = False
+            return
+        truth = expected.argmax(axis=1)
+        self.top1 += int((got.argmax(axis=1) == truth).sum())
+        top = np.argpartition(-got, TOP_K - 1, axis=1)[:, :TOP_K]
+        self.top5 += int((top == truth[:, None]).any(axis=1).sum())
+
+    def result(self, codec: str) -> CodecAccuracy:
+        return CodecAccuracy(
+            codec=codec,
+            inputs=self.inputs,
+            max_relative_error=self.worst,
+            top1_agreement=self.top1 / self.inputs if self.classified else None,
+            top5_agreement=self.top5 / self.inputs if self.classified else None,
+        )
+
+
+def measure_accuracy(
+    directory: str | Path,
+    codecs: Sequence[Codec],
+    *,
+    inputs: int = 256,
+    batch: int = 32,
+    threads: int | None = None,
+    progress: Progress | None = None,
+) -> dict[int, list[CodecAccuracy]]:
+    """Per cut index: the accuracy of each lossy codec in ``codecs`` over ``inputs``
+    seeded inputs, run ``batch`` at a time."""
+    report = progress or (lambda _message: None)
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    lossy = sorted({Codec(codec.lossy) for codec in codecs if not codec.lossless_only}, key=str)
+    if not lossy or inputs < 1:
+        return {}
+    batches = _input_batches(directory, manifest, inputs, batch, threads)
+    report(f"accuracy of {', '.join(map(str, lossy))} over {inputs} seeded inputs per cut")
+    measured: dict[int, list[CodecAccuracy]] = {}
+    crossing = [cut for cut in manifest.cuts if cut.kind is not CutKind.ALL_EDGE]
+    for number, cut in enumerate(crossing, start=1):
+        tallies = _measure_cut(directory, manifest, cut.index, lossy, batches, threads)
+        measured[cut.index] = [
+            tallies[Codec(codec.lossy)].result(codec.name)
+            for codec in codecs
+            if not codec.lossless_only
+        ]
+        worst = max(tally.worst for tally in tallies.values())
+        report(f"[{number}/{len(crossing)}] cut {cut.index}: worst relative error {worst:.2e}")
+    return measured
+
+
+def with_accuracy(profile: Profile, measured: dict[int, list[CodecAccuracy]]) -> Profile:
+    cuts = [
+        cut.model_copy(update={"accuracy": measured.get(cut.index, cut.accuracy)})
+        for cut in profile.cuts
+    ]
+    return profile.model_copy(update={"cuts": cuts})
+
+
+Batch = tuple[dict[str, np.ndarray], dict[str, np.ndarray]]  # (inputs, fp32 outputs)
+
+
+def _input_batches(
+    directory: Path, manifest: Manifest, inputs: int, batch: int, threads: int | None
+) -> list[Batch]:
+    full = load_partition(directory, 0, Role.CLOUD, threads=threads, manifest=manifest)
+    batches = []
+    for start in range(0, inputs, batch):
+        size = min(batch, inputs - start)
+        feeds = {spec.name: sample_input(spec, batch=size, seed=start) for spec in full.inputs}
+        batches.append((feeds, full.run(feeds)))
+    return batches
+
+
+def _measure_cut(
+    directory: Path,
+    manifest: Manifest,
+    index: int,
+    lossy: Sequence[Codec],
+    batches: Sequence[Batch],
+    threads: int | None,
+) -> dict[Codec, _Tally]:
+    head = load_partition(directory, index, Role.EDGE, threads=threads, manifest=manifest)
+    tail = load_partition(directory, index, Role.CLOUD, threads=threads, manifest=manifest)
+    tallies = {codec: _Tally() for codec in lossy}
+    for feeds, reference in batches:
+        intermediate = head.run(feeds)
+        for codec, tally in tallies.items():
+            tally.add(tail.run(decode(encode(intermediate, codec))), reference)
+    return tallies
