@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cli.common import codec_list, positive_int, progress
+from cli.common import codec_list, positive_int, progress, share
 from cli.stack import add_stack_commands
 from neukonfig.errors import NeukonfigError
 
@@ -147,7 +147,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from models.planner import Planner
+    from models.planner import CodecBudget, Planner
     from neukonfig.manifest import read_manifest
     from neukonfig.profiles import read_profile
     from neukonfig.units import parse_duration
@@ -161,6 +161,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         stat=args.stat,
         edge_label=f"edge profile {args.profile_edge}",
         cloud_label=f"cloud profile {args.profile_cloud}",
+        budget=CodecBudget(args.max_top1_disagreement),
     )
     rtt_s = parse_duration(args.rtt)
     setup = f"edge: {_profile_setup(edge)}; cloud: {_profile_setup(cloud)}"
@@ -192,25 +193,29 @@ def _print_plan(planner: Planner, args: argparse.Namespace, *, rtt_s: float, set
         )
         return 0
     print(
-        f"{planner.model}: {len(ranked)} cuts at {format_bandwidth(bandwidth)}, "
+        f"{planner.model}: {len(ranked)} {_rows_name(planner)} at {format_bandwidth(bandwidth)}, "
         f"rtt {rtt_s * 1e3:g} ms, {args.stat} times ({setup})"
     )
+    width = _cut_width(planner)
     print(
-        f"{'rank':>4}  {'cut':>4}  {'kind':<9}  {'sent':>10}  {'edge ms':>8}  {'serial ms':>9}  "
-        f"{'rtt ms':>7}  {'transfer ms':>11}  {'cloud ms':>8}  {'total ms':>9}  tensor"
+        f"{'rank':>4}  {'cut':>{width}}  {'kind':<9}  {'sent':>10}  {'edge ms':>8}  "
+        f"{'serial ms':>9}  {'rtt ms':>7}  {'transfer ms':>11}  {'cloud ms':>8}  "
+        f"{'total ms':>9}  tensor"
     )
     for rank, choice in enumerate(ranked[: args.top], start=1):
-        spec = planner.cuts[planner.position(choice.cut)]
+        position = planner.position(choice.cut, choice.codec)
+        spec = planner.cuts[position]
         part = choice.breakdown
         print(
-            f"{rank:>4}  {choice.cut:>4}  {spec.kind.value:<9}  "
-            f"{human_bytes(int(planner.frame_bytes[planner.position(choice.cut)])):>10}  "
+            f"{rank:>4}  {_cut_label(choice.cut, choice.codec):>{width}}  {spec.kind.value:<9}  "
+            f"{human_bytes(int(planner.frame_bytes[position])):>10}  "
             f"{part.edge_s * 1e3:>8.2f}  {part.serialization_s * 1e3:>9.2f}  "
             f"{part.rtt_s * 1e3:>7.2f}  {part.transfer_s * 1e3:>11.2f}  "
             f"{part.cloud_s * 1e3:>8.2f}  {choice.latency_s * 1e3:>9.2f}  {spec.tensor or '-'}"
         )
     kind = planner.cuts[planner.position(best.cut)].kind.value
-    print(f"best: cut {best.cut} ({kind}), predicted {best.latency_s * 1e3:.2f} ms")
+    coded = f", codec {best.codec}" if best.codec != "none" else ""
+    print(f"best: cut {best.cut} ({kind}{coded}), predicted {best.latency_s * 1e3:.2f} ms")
     return 0
 
 
@@ -225,7 +230,7 @@ def _print_sweep(planner: Planner, args: argparse.Namespace, *, rtt_s: float, se
             {
                 "low_bps": r.low_bps,
                 "high_bps": r.high_bps,
-                **_cut_dict(planner, r.cut),
+                **_cut_dict(planner, r.cut, r.codec),
                 "latency_at_low_s": r.latency_at_low_s,
                 "latency_at_high_s": r.latency_at_high_s,
             }
@@ -238,26 +243,45 @@ def _print_sweep(planner: Planner, args: argparse.Namespace, *, rtt_s: float, se
         f"{planner.model}: fastest cut from {format_bandwidth(low)} to {format_bandwidth(high)}, "
         f"rtt {rtt_s * 1e3:g} ms, {args.stat} times ({setup})"
     )
+    width = _cut_width(planner)
     print(
-        f"{'from':>9}  {'to':>9}  {'cut':>4}  {'kind':<9}  {'sent':>10}  "
+        f"{'from':>9}  {'to':>9}  {'cut':>{width}}  {'kind':<9}  {'sent':>10}  "
         f"{'latency ms (from -> to)':>23}  tensor"
     )
     for r in ranges:
-        spec = planner.cuts[planner.position(r.cut)]
-        sent = human_bytes(int(planner.frame_bytes[planner.position(r.cut)]))
+        position = planner.position(r.cut, r.codec)
+        spec = planner.cuts[position]
+        sent = human_bytes(int(planner.frame_bytes[position]))
         latency = f"{r.latency_at_low_s * 1e3:.1f} -> {r.latency_at_high_s * 1e3:.1f}"
+        cut = _cut_label(r.cut, r.codec)
         print(
-            f"{format_bandwidth(r.low_bps):>9}  {format_bandwidth(r.high_bps):>9}  {r.cut:>4}  "
+            f"{format_bandwidth(r.low_bps):>9}  {format_bandwidth(r.high_bps):>9}  {cut:>{width}}  "
             f"{spec.kind.value:<9}  {sent:>10}  {latency:>23}  {spec.tensor or '-'}"
         )
     return 0
 
 
-def _cut_dict(planner: Planner, cut: int) -> dict[str, object]:
-    position = planner.position(cut)
+def _rows_name(planner: Planner) -> str:
+    return "cuts" if set(planner.codecs) == {"none"} else "(cut, codec) options"
+
+
+def _cut_width(planner: Planner) -> int:
+    rows = zip(planner.indices, planner.codecs, strict=True)
+    labels = [_cut_label(cut, codec) for cut, codec in rows]
+    return max(4, *map(len, labels))
+
+
+def _cut_label(cut: int, codec: str) -> str:
+    """``36`` for a plain cut, ``36/int8+zstd`` for a coded one."""
+    return str(cut) if codec == "none" else f"{cut}/{codec}"
+
+
+def _cut_dict(planner: Planner, cut: int, codec: str = "none") -> dict[str, object]:
+    position = planner.position(cut, codec)
     spec = planner.cuts[position]
     return {
         "cut": cut,
+        "codec": codec,
         "kind": spec.kind.value,
         "tensor": spec.tensor,
         "frame_bytes": int(planner.frame_bytes[position]),
@@ -267,7 +291,7 @@ def _cut_dict(planner: Planner, cut: int) -> dict[str, object]:
 def _choice_dict(planner: Planner, choice: CutChoice) -> dict[str, object]:
     part = choice.breakdown
     return {
-        **_cut_dict(planner, choice.cut),
+        **_cut_dict(planner, choice.cut, choice.codec),
         "latency_s": choice.latency_s,
         "edge_s": part.edge_s,
         "serialization_s": part.serialization_s,
@@ -340,6 +364,14 @@ def _add_profile_and_plan(commands: argparse._SubParsersAction) -> None:
     plan.add_argument("--rtt", default="0", help="round-trip time, e.g. 20ms (default 0)")
     plan.add_argument(
         "--stat", choices=["median", "p90"], default="median", help="profile time to use"
+    )
+    plan.add_argument(
+        "--max-top1-disagreement",
+        type=share,
+        metavar="SHARE",
+        help="let the plan use lossy codecs whose measured top-1 disagreement with the fp32 "
+        "model is at most this (e.g. 0.5%%; needs a profile with --codecs and --accuracy). "
+        "Default: lossless codecs only",
     )
     plan.add_argument("--top", type=positive_int, help="show only the N fastest cuts")
     plan.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -1,5 +1,7 @@
 """Bandwidth crossover table: over which bandwidth ranges each cut is the fastest.
 
+Each of the planner's rows is a line: a cut, or with a codec budget a (cut, codec) pair.
+
 With ``x = 1 / bandwidth`` every cut's latency is a line, ``a_i + b_i * x`` (``a``: fixed
 time including RTT, ``b``: bits sent). The best cut as a function of ``x`` is the lower
 envelope of those lines, so its breakpoints are exact line intersections; no sampling.
@@ -22,13 +24,14 @@ _TOLERANCE = 1e-12
 
 @dataclass(frozen=True)
 class BandwidthRange:
-    """``cut`` is the fastest cut for every bandwidth in [low_bps, high_bps]."""
+    """``cut`` (with ``codec``) is the fastest for every bandwidth in [low_bps, high_bps]."""
 
     low_bps: float
     high_bps: float
     cut: int
     latency_at_low_s: float
     latency_at_high_s: float
+    codec: str = "none"
 
 
 def crossover_table(
@@ -90,4 +93,5 @@ def _as_range(
         cut=planner.indices[position],
         latency_at_low_s=float(intercepts[position] + slopes[position] * x_high),
         latency_at_high_s=float(intercepts[position] + slopes[position] * x_low),
+        codec=planner.codecs[position],
     )

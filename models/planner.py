@@ -11,6 +11,13 @@ no RTT, no serialization. The reply (the model's small output) is not modelled.
 
 Everything per-cut is precomputed into arrays once, so a plan is a few vectorised
 operations on ~100 numbers: the controller calls it on every bandwidth estimate.
+
+**Codecs.** With a ``CodecBudget``, each cut has one row per codec the budget allows
+(``neukonfig.codecs``), with that codec's frame size and its encode plus decode time as
+the serialization term: the planner picks a (cut, codec) pair. Lossless codecs are
+always allowed; a lossy one only where the profile measured its top-1 disagreement with
+the fp32 model (``neukonfig profile --accuracy``) within the budget. Without a budget
+(the default) every cut has its plain row only, and nothing changes.
 """
 
 from __future__ import annotations
@@ -22,9 +29,12 @@ from typing import Literal
 
 import numpy as np
 
+from neukonfig.codecs import NONE, Codec
 from neukonfig.errors import ProfileMismatchError
 from neukonfig.manifest import CutKind, CutSpec, Manifest, read_manifest
 from neukonfig.profiles import (
+    CodecAccuracy,
+    CodecCost,
     CutProfile,
     Profile,
     ProfileRole,
@@ -51,11 +61,29 @@ class LatencyBreakdown:
 
 @dataclass(frozen=True)
 class CutChoice:
-    """One cut's predicted latency at one bandwidth and RTT."""
+    """One cut's (and codec's) predicted latency at one bandwidth and RTT."""
 
     cut: int
     latency_s: float
     breakdown: LatencyBreakdown
+    codec: str = NONE.name
+
+
+@dataclass(frozen=True)
+class CodecBudget:
+    """Which profiled codecs the planner may pick: lossless ones always, and lossy ones
+    whose measured top-1 disagreement with the fp32 model is at most
+    ``max_top1_disagreement`` (a share, 0.005 for 0.5%; None: lossless only)."""
+
+    max_top1_disagreement: float | None = None
+
+    def allows(self, codec: Codec, accuracy: CodecAccuracy | None) -> bool:
+        if codec.lossless_only:
+            return True
+        if self.max_top1_disagreement is None or accuracy is None:
+            return False
+        agreement = accuracy.top1_agreement
+        return agreement is not None and 1 - agreement <= self.max_top1_disagreement
 
 
 class Planner:
@@ -72,17 +100,27 @@ class Planner:
         frame_bytes: Sequence[int],
         edge_load_s: Sequence[float] | None = None,
         cloud_load_s: Sequence[float] | None = None,
+        codecs: Sequence[str] | None = None,
     ) -> None:
+        """One row per entry of ``cuts``: a cut may have several rows, one per codec
+        (``codecs``, default ``none`` for every row); its first row is its plain one."""
         count = len(cuts)
         if count == 0:
             raise ValueError("a planner needs at least one cut")
+        if codecs is not None and len(codecs) != count:
+            raise ValueError(f"every per-cut column must have {count} entries")
         columns = (edge_s, cloud_s, serialization_s, frame_bytes, edge_load_s, cloud_load_s)
         if any(column is not None and len(column) != count for column in columns):
             raise ValueError(f"every per-cut column must have {count} entries")
         self.model = model
         self.cuts: tuple[CutSpec, ...] = tuple(cuts)
         self.indices: tuple[int, ...] = tuple(cut.index for cut in cuts)
-        self._position = {index: position for position, index in enumerate(self.indices)}
+        self.codecs: tuple[str, ...] = tuple(codecs or [NONE.name] * count)
+        self._position: dict[int, int] = {}
+        self._rows: dict[tuple[int, str], int] = {}
+        for position, (index, codec) in enumerate(zip(self.indices, self.codecs, strict=True)):
+            self._position.setdefault(index, position)
+            self._rows[index, codec] = position
         crosses = np.array([cut.kind is not CutKind.ALL_EDGE for cut in cuts])
         # Read-only: the sums below are computed once from these.
         self.edge_s = _frozen(edge_s)
@@ -111,20 +149,27 @@ class Planner:
         stat: Statistic = "median",
         edge_label: str = "edge profile",
         cloud_label: str = "cloud profile",
+        budget: CodecBudget | None = None,
     ) -> Planner:
-        """Combine the edge's head timings and the cloud's tail timings for every cut."""
+        """Combine the edge's head timings and the cloud's tail timings for every cut (and
+        every codec the budget allows, when there is one)."""
         edge_cuts = _profiled_cuts(edge, manifest, role="edge", label=edge_label)
         cloud_cuts = _profiled_cuts(cloud, manifest, role="cloud", label=cloud_label)
-        pairs = list(zip(edge_cuts, cloud_cuts, strict=True))
+        rows: list[tuple[CutSpec, CutProfile, CutProfile, CodecCost | None]] = []
+        for spec, e, c in zip(manifest.cuts, edge_cuts, cloud_cuts, strict=True):
+            rows.append((spec, e, c, None))
+            if budget is not None:
+                rows += [(spec, e, c, cost) for cost in _allowed_codecs(e, c, budget)]
         return cls(
             model=manifest.model.name,
-            cuts=manifest.cuts,
-            edge_s=[_compute(e.head, stat) for e in edge_cuts],
-            cloud_s=[_compute(c.tail, stat) for c in cloud_cuts],
-            serialization_s=[_timing(e.encode, stat) + _timing(c.decode, stat) for e, c in pairs],
-            frame_bytes=[e.frame_bytes for e in edge_cuts],
-            edge_load_s=[_load(e.head) for e in edge_cuts],
-            cloud_load_s=[_load(c.tail) for c in cloud_cuts],
+            cuts=[spec for spec, *_ in rows],
+            edge_s=[_compute(e.head, stat) for _, e, _, _ in rows],
+            cloud_s=[_compute(c.tail, stat) for _, _, c, _ in rows],
+            serialization_s=[_serialization(e, c, cost, stat) for _, e, c, cost in rows],
+            frame_bytes=[cost.frame_bytes if cost else e.frame_bytes for _, e, _, cost in rows],
+            edge_load_s=[_load(e.head) for _, e, _, _ in rows],
+            cloud_load_s=[_load(c.tail) for _, _, c, _ in rows],
+            codecs=[cost.codec if cost else NONE.name for *_, cost in rows],
         )
 
     def predict(self, bandwidth_bps: float, rtt_s: float = 0.0) -> np.ndarray:
@@ -160,11 +205,12 @@ class Planner:
         position = self.position(cut)
         return float(self.edge_load_s[position] + self.cloud_load_s[position])
 
-    def position(self, cut: int) -> int:
+    def position(self, cut: int, codec: str = NONE.name) -> int:
+        """The row of ``cut`` with ``codec`` (its plain row by default)."""
         try:
-            return self._position[cut]
+            return self._position[cut] if codec == NONE.name else self._rows[cut, codec]
         except KeyError:
-            raise ValueError(f"cut {cut} is not planned (cuts: {self.indices})") from None
+            raise ValueError(f"cut {cut} with codec {codec} is not planned") from None
 
     def _choice(
         self, position: int, latency_s: float, bandwidth_bps: float, rtt_s: float
@@ -177,7 +223,12 @@ class Planner:
             transfer_s=bits / bandwidth_bps,
             cloud_s=self._cloud[position],
         )
-        return CutChoice(cut=self.indices[position], latency_s=latency_s, breakdown=breakdown)
+        return CutChoice(
+            cut=self.indices[position],
+            latency_s=latency_s,
+            breakdown=breakdown,
+            codec=self.codecs[position],
+        )
 
 
 def load_planner(
@@ -240,6 +291,26 @@ def _profiled_cuts(
             f"{label} has no timings for cut {shown}; profile this directory again"
         )
     return [found[cut.index] for cut in manifest.cuts]
+
+
+def _allowed_codecs(edge: CutProfile, cloud: CutProfile, budget: CodecBudget) -> list[CodecCost]:
+    """The codecs both profiles measured for this cut that the budget allows."""
+    allowed = []
+    for cost in edge.codecs:
+        codec = Codec.parse(cost.codec)
+        accuracy = edge.codec_accuracy(cost.codec) or cloud.codec_accuracy(cost.codec)
+        decoded = cloud.codec_cost(cost.codec)
+        if decoded is not None and budget.allows(codec, accuracy):
+            allowed.append(cost.model_copy(update={"decode": decoded.decode}))
+    return allowed
+
+
+def _serialization(
+    edge: CutProfile, cloud: CutProfile, cost: CodecCost | None, stat: Statistic
+) -> float:
+    if cost is None:
+        return _timing(edge.encode, stat) + _timing(cloud.decode, stat)
+    return _timing(cost.encode, stat) + _timing(cost.decode, stat)
 
 
 def _compute(side: SideProfile | None, stat: Statistic) -> float:

@@ -157,3 +157,32 @@ def test_profile_rejects_zero_threads(tmp_path: Path) -> None:
     result = neukonfig("profile", tmp_path, "--threads", "0", "--out", tmp_path / "p.json")
     assert result.returncode == 2
     assert "at least 1" in result.stderr
+
+
+def test_a_codec_budget_lets_the_plan_pick_a_measured_lossy_codec(zoo_file, tmp_path: Path) -> None:
+    """profile --codecs --accuracy, then plan with and without --max-top1-disagreement."""
+    parts = tmp_path / "parts"
+    partition_model(zoo_file("tiny"), parts)
+    profile = tmp_path / "coded.json"
+    made = neukonfig(
+        "profile", parts, "--codecs", "int8,zstd", "--accuracy", "32", "--repeats", "2",
+        "--warmup", "1", "--out", profile,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert "accuracy of int8 over 32 seeded inputs" in made.stderr
+
+    def options(*budget: str) -> set[str]:
+        result = neukonfig(
+            "plan", parts, "--profile-edge", profile, "--profile-cloud", profile,
+            "--bandwidth", "1mbit", "--json", *budget,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return {row["codec"] for row in json.loads(result.stdout)["ranked"]}
+
+    assert options() == {"none", "zstd"}, "lossless only by default"
+    assert options("--max-top1-disagreement", "100%") == {"none", "zstd", "int8"}
+    refused = neukonfig("plan", parts, "--profile-edge", profile, "--profile-cloud", profile,
+                        "--bandwidth", "1mbit", "--max-top1-disagreement", "lots")  # fmt: skip
+    assert refused.returncode == 2
+    assert "'lots' is not a share" in refused.stderr
+    assert "Traceback" not in refused.stderr
