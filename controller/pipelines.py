@@ -56,11 +56,13 @@ class ManagedPipeline:
     state: PipelineState = PipelineState.STARTING
     adopted: bool = False
     labels: dict[str, str] = field(default_factory=dict)
+    codec: str = "none"  # what its edge codes the crossing tensor with (neukonfig.codecs)
 
     def describe(self) -> dict[str, object]:
         return {
             "id": self.id,
             "cut": self.cut,
+            "codec": self.codec,
             "state": self.state.value,
             "edge_url": self.edge.url,
             "cloud_url": self.cloud.url if self.cloud else None,
@@ -82,12 +84,15 @@ class PipelineLauncher:
     edge_max_queue_wait_s: float | None = None
     internal_token: str | None = None  # handed to every partition service it starts
 
-    async def start(self, cut: int) -> ManagedPipeline:
-        """Start both partitions at once and wait for both; on any failure stop both."""
-        pipeline_id = f"{self.model}-cut{cut}-{uuid.uuid4().hex[:8]}"
+    async def start(self, cut: int, codec: str = "none") -> ManagedPipeline:
+        """Start both partitions at once and wait for both; on any failure stop both.
+        ``codec``: what the edge codes the crossing tensor with."""
+        coded = "" if codec == "none" else f"-{codec.replace('+', '-')}"  # a valid name
+        pipeline_id = f"{self.model}-cut{cut}{coded}-{uuid.uuid4().hex[:8]}"
         labels = {
             "neukonfig.pipeline": pipeline_id,
             "neukonfig.cut": str(cut),
+            "neukonfig.codec": codec,
             "neukonfig.model": self.model,
         }
         cloud = edge = None
@@ -109,7 +114,9 @@ class PipelineLauncher:
         except BaseException:
             await self._stop_services([s for s in (edge, cloud) if s is not None])
             raise
-        return ManagedPipeline(pipeline_id, cut, edge, cloud, cloud_for_edge, labels=labels)
+        return ManagedPipeline(
+            pipeline_id, cut, edge, cloud, cloud_for_edge, labels=labels, codec=codec
+        )
 
     async def start_probe(self) -> tuple[ServiceHandle, str]:
         """A probe-only cloud service (no model) behind the link: a bandwidth probe target
@@ -169,6 +176,9 @@ class PipelineLauncher:
             settings["max_queue_wait_s"] = str(self.edge_max_queue_wait_s)
         if kind is ServiceKind.EDGE_PARTITION and not self.link.kernel_sees_link:
             settings["kernel_link_evidence"] = "false"
+        codec = labels.get("neukonfig.codec", "none")
+        if kind is ServiceKind.EDGE_PARTITION and codec != "none":
+            settings["codec"] = codec
         role = "edge" if kind is ServiceKind.EDGE_PARTITION else "cloud"
         return ServiceSpec(
             kind, f"{pipeline_id}-{role}", settings, {**labels, "neukonfig.role": role}
@@ -198,6 +208,7 @@ def pipelines_from_services(handles: list[ServiceHandle]) -> dict[str, ManagedPi
             state=PipelineState.STANDBY,
             adopted=True,
             labels={k: v for k, v in edge.spec.labels.items() if k != "neukonfig.role"},
+            codec=edge.spec.labels.get("neukonfig.codec", "none"),
         )
     return pipelines
 
