@@ -8,9 +8,11 @@ from pathlib import Path
 
 from cli.common import (
     add_edge_device_arguments,
+    codec_list,
     edge_device_spec,
     positive_int,
     progress,
+    share,
 )
 from neukonfig.errors import NeukonfigError
 
@@ -146,6 +148,18 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
     planner.add_argument("--edge-slowdown", type=float, default=1.0)
     planner.add_argument("--edge-threads", type=positive_int, default=1)
     planner.add_argument("--workdir", default=".neukonfig/bench")
+    planner.add_argument(
+        "--codecs",
+        type=codec_list,
+        default=[],
+        help="plan (cut, codec) pairs over these codecs too (e.g. int8,int8+zstd; 'all')",
+    )
+    planner.add_argument(
+        "--accuracy", type=positive_int, default=256, help="inputs for the codecs' accuracy"
+    )
+    planner.add_argument(
+        "--max-top1-disagreement", type=share, help="the accuracy budget for lossy codecs"
+    )
     planner.add_argument("--json", default="results/planner_regret.json")
     planner.set_defaults(handler=cmd_bench_planner)
 
@@ -167,6 +181,9 @@ def cmd_bench_planner(args: argparse.Namespace) -> int:
         link=resolve_link_kind(args.link),
         edge_slowdown=args.edge_slowdown,
         edge_threads=args.edge_threads,
+        codecs=tuple(codec.name for codec in args.codecs),
+        accuracy_inputs=args.accuracy,
+        max_top1_disagreement=args.max_top1_disagreement,
     )
     report = run_regret(scenario, progress)
     out = write_json(args.json, report)

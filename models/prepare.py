@@ -27,6 +27,16 @@ class PrepareOptions:
     edge_threads: int = 1
     edge_slowdown: float = 1.0
     profile_repeats: int = 5
+    codecs: tuple[str, ...] = ()  # also profile these codecs (neukonfig.codecs names)
+    accuracy_inputs: int = 0  # and their effect on the answers over this many inputs
+
+    @property
+    def codec_suffix(self) -> str:
+        """Part of a profile's file name: which codecs (and accuracy) it holds."""
+        if not self.codecs:
+            return ""
+        names = "_".join(sorted(name.replace("+", "") for name in self.codecs))
+        return f"-{names}" + (f"-acc{self.accuracy_inputs}" if self.accuracy_inputs else "")
 
 
 @dataclass(frozen=True)
@@ -79,14 +89,18 @@ def prepare(options: PrepareOptions, progress: Progress = lambda _message: None)
 def _profiles(
     options: PrepareOptions, name: str, parts: Path, progress: Progress
 ) -> tuple[Path, Path]:
+    from models.codec_accuracy import measure_accuracy, with_accuracy
     from models.profiler import profile_partitions
     from models.runtime import Role
+    from neukonfig.codecs import Codec
     from neukonfig.profiles import with_edge_slowdown, write_profile
 
+    codecs = [Codec.parse(name) for name in options.codecs]
     paths = {}
     for role, threads in ((Role.EDGE, options.edge_threads), (Role.CLOUD, None)):
         slower = f"-x{options.edge_slowdown:g}" if role is Role.EDGE else ""
-        path = options.workdir / f"{name}-{role.value}{slower}-t{threads or 'all'}-profile.json"
+        setup = f"{slower}-t{threads or 'all'}{options.codec_suffix}"
+        path = options.workdir / f"{name}-{role.value}{setup}-profile.json"
         if not path.exists():
             progress(f"profiling the {role.value} side ({threads or 'all'} threads) into {path}")
             profile = profile_partitions(
@@ -95,10 +109,16 @@ def _profiles(
                 threads=threads,
                 warmup=1,
                 repeats=options.profile_repeats,
+                codecs=codecs,
                 progress=progress,
             )
             if role is Role.EDGE:
                 profile = with_edge_slowdown(profile, options.edge_slowdown)
+            if role is Role.EDGE and options.accuracy_inputs:
+                measured = measure_accuracy(
+                    parts, codecs, inputs=options.accuracy_inputs, progress=progress
+                )
+                profile = with_accuracy(profile, measured)
             write_profile(path, profile)
         paths[role] = path
     return paths[Role.EDGE], paths[Role.CLOUD]

@@ -18,9 +18,13 @@ So a switch needs all of:
    band, none) and counts the *reversals* of that preference in the last
    ``flap_window_s``: turning straight back to the cut it last turned away from.
    One reversal is a drop and its recovery, followed at the usual dwell. From the
-   second on, the plain dwell doubles per reversal (at most ``flap_window_s``), so a
-   link that flips faster than that keeps the service on one side for as long as it
-   flips, however long that is. Counting the preference, not the moves, keeps the
+   second on, the plain dwell grows ``flap_backoff`` (4x) per reversal (at most
+   ``flap_window_s``), so a link that flips faster than that keeps the service on one
+   side for as long as it flips, however long that is. (4x, not 2x: on a loaded machine
+   the estimate of a link flipping every 1.5 s lagged a whole phase, and a doubled
+   0.5 s dwell let a third move through.) Before the first clear preference, the cut
+   being served is the one preferred, so a drop read from inside the band still counts
+   as a turn away from it. Counting the preference, not the moves, keeps the
    memory fresh while the link flaps even when no move is made. An estimate averaged
    over a fast flap hovers between the two cuts, inside the band, crossing back and
    forth over their boundary: while it keeps crossing back to the cut the preference
@@ -67,6 +71,7 @@ class SwitchRule:
     min_estimates: int = 3
     horizon_s: float = 60.0
     flap_window_s: float = 20.0
+    flap_backoff: float = 4.0
     fast_gain_fraction: float = 0.3
     fast_dwell_s: float = 0.2
 
@@ -75,6 +80,8 @@ class SwitchRule:
             raise ValueError("min_gain_s must be >= 0 and min_gain_fraction in [0, 1)")
         if self.dwell_s < 0 or self.min_estimates < 1 or self.horizon_s <= 0:
             raise ValueError("dwell_s must be >= 0, min_estimates >= 1 and horizon_s > 0")
+        if self.flap_backoff < 1:
+            raise ValueError("flap_backoff must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -143,7 +150,7 @@ class SwitchPolicy:
         gain = current_s - best.latency_s
         needed = max(self.rule.min_gain_s, self.rule.min_gain_fraction * current_s)
         if gain <= 0 or gain >= needed:  # inside the band the estimate prefers nothing
-            self._prefer(best.cut if gain >= needed else current_cut, now_s)
+            self._prefer(best.cut if gain >= needed else current_cut, current_cut, now_s)
         elif self._left is not None and best.cut == self._left[1]:
             self._crossed_back_s = now_s
         if best.cut == current_cut or gain <= 0:
@@ -185,19 +192,23 @@ class SwitchPolicy:
 
     def _dwell_s(self, now_s: float, *, large: bool) -> float:
         """The rule's dwell (short for a large advantage); while the preference keeps
-        reversing, the plain dwell doubled per reversal after the first."""
+        reversing, the plain dwell grown ``flap_backoff`` times per reversal after the
+        first."""
+        rule = self.rule
         extra = max(0, self._recent_reversals(now_s) - 1)
         if extra == 0:
-            return min(self.rule.fast_dwell_s, self.rule.dwell_s) if large else self.rule.dwell_s
-        return min(self.rule.dwell_s * 2**extra, max(self.rule.flap_window_s, self.rule.dwell_s))
+            return min(rule.fast_dwell_s, rule.dwell_s) if large else rule.dwell_s
+        return min(rule.dwell_s * rule.flap_backoff**extra, max(rule.flap_window_s, rule.dwell_s))
 
-    def _prefer(self, cut: int, now_s: float) -> None:
-        """Note the cut this estimate prefers. Turning straight back to the cut the last
-        change turned away from, within the flap window, is a reversal; a sweep through
-        cuts (a drop read on its way down, A -> B -> C, and its recovery C -> B -> A)
-        has one reversal, however many cuts it passes."""
-        previous, self._preferred = self._preferred, cut
-        if previous is None or previous == cut:
+    def _prefer(self, cut: int, current_cut: int, now_s: float) -> None:
+        """Note the cut this estimate prefers (before any, the one being served was).
+        Turning straight back to the cut the last change turned away from, within the
+        flap window, is a reversal; a sweep through cuts (a drop read on its way down,
+        A -> B -> C, and its recovery C -> B -> A) has one reversal, however many cuts it
+        passes."""
+        previous = current_cut if self._preferred is None else self._preferred
+        self._preferred = cut
+        if previous == cut:
             return
         left = self._left
         if left is not None and left[1] == cut and left[0] >= now_s - self.rule.flap_window_s:

@@ -3,6 +3,11 @@ real services of the planner's cut and of the next best predicted cuts.
 
 Regret is how much slower the planner's cut was than the fastest cut measured:
 (measured[planner's cut] - min(measured)) / min(measured).
+
+With codecs (``RegretScenario.codecs``), the candidates are (cut, codec) pairs planned
+under the accuracy budget, and the best lossless-only pair is always measured too: each
+row then says what the budget bought (``coded_vs_lossless``, measured in the same run)
+and what it cost (the chosen codec's measured top-1 disagreement).
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ import numpy as np
 from controller.embedded import EmbeddedStack, embedded_stack
 from controller.gateway_client import GatewayClient
 from controller.pipelines import PipelineLauncher
-from models.planner import CutChoice
+from models.planner import CodecBudget, CutChoice, Planner
 from models.prepare import PrepareOptions, prepare
 from models.runtime import sample_input
+from neukonfig.codecs import Codec
+from neukonfig.profiles import Profile, read_profile
 from neukonfig.units import format_bandwidth
 from testbed.links import LINK_DESCRIPTIONS, LinkKind, open_link
 from testbed.netns import TcLink
@@ -42,12 +49,20 @@ class RegretScenario:
     link: LinkKind
     edge_slowdown: float = 1.0
     edge_threads: int = 1
+    codecs: tuple[str, ...] = ()
+    accuracy_inputs: int = 256
+    max_top1_disagreement: float | None = None
 
 
 def run_regret(scenario: RegretScenario, progress: Callable[[str], None]) -> dict[str, object]:
     prepared = prepare(
         PrepareOptions(
-            scenario.model, scenario.workdir, scenario.edge_threads, scenario.edge_slowdown
+            scenario.model,
+            scenario.workdir,
+            scenario.edge_threads,
+            scenario.edge_slowdown,
+            codecs=scenario.codecs,
+            accuracy_inputs=scenario.accuracy_inputs if scenario.codecs else 0,
         ),
         progress,
     )
@@ -66,7 +81,16 @@ def run_regret(scenario: RegretScenario, progress: Callable[[str], None]) -> dic
             initial_bandwidth=format_bandwidth(scenario.bandwidths[0]),
             settings={"auto": False},
         ) as stack:
-            rows = asyncio.run(_measure_all(scenario, stack, link, body, progress))
+            planner = Planner.from_profiles(
+                prepared.manifest,
+                read_profile(prepared.edge_profile),
+                read_profile(prepared.cloud_profile),
+                budget=CodecBudget(scenario.max_top1_disagreement) if scenario.codecs else None,
+            )
+            accuracy = _disagreements(read_profile(prepared.edge_profile))
+            rows = asyncio.run(
+                _measure_all(scenario, stack, planner, link, body, progress, accuracy)
+            )
     finally:
         link.close()
     return {
@@ -75,7 +99,19 @@ def run_regret(scenario: RegretScenario, progress: Callable[[str], None]) -> dic
         "link": LINK_DESCRIPTIONS[scenario.link],
         "edge_slowdown": scenario.edge_slowdown,
         "edge_threads": scenario.edge_threads,
+        "codecs": list(scenario.codecs),
+        "max_top1_disagreement": scenario.max_top1_disagreement,
         "rows": rows,
+    }
+
+
+def _disagreements(profile: Profile) -> dict[tuple[int, str], float]:
+    """Measured top-1 disagreement per (cut, lossy codec) in ``profile``."""
+    return {
+        (cut.index, found.codec): 1 - found.top1_agreement
+        for cut in profile.cuts
+        for found in cut.accuracy
+        if found.top1_agreement is not None
     }
 
 
@@ -94,11 +130,13 @@ class _Bench:
 async def _measure_all(
     scenario: RegretScenario,
     stack: EmbeddedStack,
+    planner: Planner,
     link: TcLink | ShapedLink,
     body: tuple[bytes, dict[str, str]],
     progress: Callable[[str], None],
+    accuracy: dict[tuple[int, str], float],
 ) -> list[dict[str, object]]:
-    """Every candidate cut on its own pipeline; the controller is never started, its
+    """Every candidate on its own pipeline; the controller is never started, its
     launcher and gateway client only do what it would."""
     controller = stack.controller
     rows = []
@@ -109,21 +147,31 @@ async def _measure_all(
             )
             for bandwidth in scenario.bandwidths:
                 link.set_rate(bandwidth)
-                ranked = controller.planner.ranked(bandwidth)[: scenario.top]
+                ranked = planner.ranked(bandwidth)
+                lossless = next(c for c in ranked if Codec.parse(c.codec).lossless_only)
+                candidates = list(dict.fromkeys([*ranked[: scenario.top], lossless]))
                 measured = {}
-                for choice in ranked:
-                    progress(f"{format_bandwidth(bandwidth)}: cut {choice.cut} ...")
-                    measured[choice.cut] = await _measure_cut(bench, choice.cut)
-                rows.append(_row(bandwidth, ranked, measured))
+                for choice in candidates:
+                    label = _label(choice)
+                    progress(f"{format_bandwidth(bandwidth)}: cut {label} ...")
+                    measured[label] = await _measure_cut(bench, choice.cut, choice.codec)
+                row = _row(bandwidth, ranked[0], candidates, measured)
+                if scenario.codecs:
+                    row |= _against_lossless(ranked[0], lossless, measured, accuracy)
+                rows.append(row)
                 progress(f"{format_bandwidth(bandwidth)}: regret {rows[-1]['regret_pct']}%")
     finally:
         await controller.shutdown()
     return rows
 
 
-def _measure_cut(bench: _Bench, cut: int) -> float:
+def _label(choice: CutChoice) -> str:
+    return str(choice.cut) if choice.codec == "none" else f"{choice.cut}/{choice.codec}"
+
+
+async def _measure_cut(bench: _Bench, cut: int, codec: str = "none") -> float:
     """Median latency of sequential requests through a pipeline for ``cut`` alone."""
-    pipeline = await bench.launcher.start(cut)
+    pipeline = await bench.launcher.start(cut, codec)
     try:
         cloud_url = pipeline.cloud.url if pipeline.cloud else None
         await bench.gateway.register(
@@ -150,20 +198,35 @@ def _measure_cut(bench: _Bench, cut: int) -> float:
 
 
 def _row(
-    bandwidth: float, ranked: list[CutChoice], measured: dict[int, float]
+    bandwidth: float, chosen: CutChoice, candidates: list[CutChoice], measured: dict[str, float]
 ) -> dict[str, object]:
-    chosen = ranked[0].cut
-    best_cut = min(measured, key=measured.get)
-    regret = (measured[chosen] - measured[best_cut]) / measured[best_cut]
+    label = _label(chosen)
+    best = min(measured, key=measured.__getitem__)
+    regret = (measured[label] - measured[best]) / measured[best]
     return {
         "bandwidth": format_bandwidth(bandwidth),
-        "planner_cut": chosen,
-        "planner_predicted_ms": round(ranked[0].latency_s * 1e3, 1),
-        "planner_measured_ms": round(measured[chosen] * 1e3, 1),
-        "best_measured_cut": best_cut,
-        "best_measured_ms": round(measured[best_cut] * 1e3, 1),
+        "planner_cut": label,
+        "planner_predicted_ms": round(chosen.latency_s * 1e3, 1),
+        "planner_measured_ms": round(measured[label] * 1e3, 1),
+        "best_measured_cut": best,
+        "best_measured_ms": round(measured[best] * 1e3, 1),
         "regret_pct": round(regret * 100, 1),
-        "candidates": {str(c.cut): round(measured[c.cut] * 1e3, 1) for c in ranked},
+        "candidates": {_label(c): round(measured[_label(c)] * 1e3, 1) for c in candidates},
+    }
+
+
+def _against_lossless(
+    chosen: CutChoice,
+    lossless: CutChoice,
+    measured: dict[str, float],
+    accuracy: dict[tuple[int, str], float],
+) -> dict[str, object]:
+    """What the codec budget bought (measured in the same run) and what it cost."""
+    return {
+        "lossless_cut": _label(lossless),
+        "lossless_measured_ms": round(measured[_label(lossless)] * 1e3, 1),
+        "coded_vs_lossless": round(measured[_label(chosen)] / measured[_label(lossless)], 3),
+        "top1_disagreement": accuracy.get((chosen.cut, chosen.codec), 0.0),
     }
 
 
@@ -184,5 +247,14 @@ def markdown_table(report: dict[str, object]) -> str:
             f"{row['regret_pct']}%",
             candidates,
         ]
+        if "lossless_cut" in row:
+            cells += [
+                f"{row['lossless_cut']} ({row['lossless_measured_ms']})",
+                f"{row['coded_vs_lossless']}x",
+                f"{row['top1_disagreement']:.1%}",
+            ]
         lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
+    if report.get("codecs"):
+        lines[0] += " lossless-only pick (ms) | planner / lossless | top-1 disagreement |"
+        lines[1] += "---|---:|---:|"
     return "\n".join(lines)

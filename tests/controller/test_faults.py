@@ -16,7 +16,7 @@ import pytest
 
 from controller.assemble import build_controller
 from controller.history import Outcome
-from controller.settings import StrategyName
+from controller.settings import ControllerSettings, StrategyName
 from testbed.faults import cloud_fault, collapse, flapping, serve_while, tiny_probe_client
 from tests.controller.helpers import settings_for
 
@@ -64,9 +64,17 @@ def test_a_link_flapping_around_the_boundary_causes_no_switch_storm(
     slow_edge_tiny, gateway, token, link, tmp_path
 ) -> None:
     """Cut 0 and cut 11 cost the same near 9.8 mbit; the link flips between 7 and 14 mbit
-    (each side favours one cut by about 30%) every 1.5 s for 30 s."""
+    (each side favours one cut by about 30%) every 1.5 s for 30 s. With the controller's
+    own dwell (1 s, not the helpers' 0.5 s): under stress-ng the estimate over the shaping
+    proxy held a stale reading for 2 s at a time, which a 0.5 s dwell grown 4x let through."""
     controller, client = _controller(
-        slow_edge_tiny, gateway, token, link, tmp_path, strategy=StrategyName.SWITCH_STANDBY
+        slow_edge_tiny,
+        gateway,
+        token,
+        link,
+        tmp_path,
+        strategy=StrategyName.SWITCH_STANDBY,
+        dwell_s=ControllerSettings.model_fields["dwell_s"].default,
     )
     steps = flapping(link, low=7e6, high=14e6, period_s=1.5, flips=20)
     run = asyncio.run(serve_while(controller, client, "flapping", steps))

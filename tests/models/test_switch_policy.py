@@ -254,3 +254,28 @@ def test_an_estimate_hovering_between_the_flapping_cuts_keeps_the_flap_memory(
     ]
     dip = [(37.0 + t / RATE_HZ, 20e6) for t in range(30)]
     assert replay(policy, hover + dip, start_cut=0) == []
+
+
+def test_a_drop_read_from_inside_the_band_still_counts_as_a_turn(planner: Planner) -> None:
+    """The first estimates sit inside the band (no clear preference yet), then the link
+    drops, recovers and drops again, 3 s each: the second drop is a second reversal, so
+    it waits the grown dwell, not the fast one."""
+    rule = SwitchRule(dwell_s=2.0, fast_dwell_s=0.2, flap_window_s=20.0)
+    levels = [(0, UPPER_CROSSOVER_BPS * 0.99), (10, 5e6), (40, 50e6), (70, 5e6)]
+
+    def level(t: int) -> float:
+        return next(b for start, b in reversed(levels) if t >= start)
+
+    trace = [(t / RATE_HZ, level(t)) for t in range(100)]
+    events = replay(SwitchPolicy(planner, rule=rule), trace, start_cut=0)
+    assert [(e.from_cut, e.to_cut) for e in events] == [(0, 2), (2, 0)], events
+
+
+def test_the_dwell_grows_fourfold_per_reversal_after_the_first(planner: Planner) -> None:
+    policy = SwitchPolicy(planner, rule=SwitchRule(dwell_s=1.0, flap_window_s=20.0))
+    for reversals, dwell_s in ((1, 1.0), (2, 4.0), (3, 16.0), (4, 20.0)):
+        policy._reversals.clear()
+        policy._reversals.extend([1.0] * reversals)
+        assert policy._dwell_s(2.0, large=False) == pytest.approx(dwell_s), reversals
+        if reversals > 1:
+            assert policy._dwell_s(2.0, large=True) == pytest.approx(dwell_s), "no fast path"
