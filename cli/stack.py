@@ -145,7 +145,7 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
     planner.add_argument("--requests", type=positive_int, default=10, help="per candidate, at most")
     planner.add_argument("--seconds", type=float, default=8.0, help="per candidate, at most")
     planner.add_argument("--link", choices=["auto", "tc", "proxy"], default="auto")
-    planner.add_argument("--edge-slowdown", type=float, default=1.0)
+    add_edge_device_arguments(planner)
     planner.add_argument("--edge-threads", type=positive_int, default=1)
     planner.add_argument("--workdir", default=".neukonfig/bench")
     planner.add_argument(
@@ -184,6 +184,7 @@ def cmd_bench_planner(args: argparse.Namespace) -> int:
         codecs=tuple(codec.name for codec in args.codecs),
         accuracy_inputs=args.accuracy,
         max_top1_disagreement=args.max_top1_disagreement,
+        device=edge_device_spec(args, Path(args.workdir)),
     )
     report = run_regret(scenario, progress)
     out = write_json(args.json, report)

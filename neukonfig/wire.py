@@ -61,7 +61,18 @@ DTYPES: tuple[str, ...] = (
 _CODE = {name: code for code, name in enumerate(DTYPES)}
 
 
-__all__ = ["CONTENT_TYPE", "Codec", "ExpectedTensor", "WireFormatError", "decode", "encode"]
+__all__ = [  # WireFormatError and Codec live in errors and codecs; wire users get them here
+    "CONTENT_TYPE",
+    "DTYPES",
+    "Codec",
+    "ExpectedTensor",
+    "WireFormatError",
+    "check_expected",
+    "decode",
+    "encode",
+    "frame_codec",
+    "shape_matches",
+]
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,12 @@ from controller.embedded import EmbeddedStack, embedded_stack
 from controller.gateway_client import GatewayClient
 from controller.pipelines import PipelineLauncher
 from models.planner import CodecBudget, CutChoice, Planner
-from models.prepare import PrepareOptions, prepare
+from models.prepare import Prepared, PrepareOptions, prepare
 from models.runtime import sample_input
 from neukonfig.codecs import Codec
 from neukonfig.profiles import Profile, read_profile
 from neukonfig.units import format_bandwidth
+from testbed.edge_device import DeviceSpec, EdgeDevice
 from testbed.links import LINK_DESCRIPTIONS, LinkKind, open_link
 from testbed.netns import TcLink
 from testbed.probe_client import binary_infer_body
@@ -52,6 +53,19 @@ class RegretScenario:
     codecs: tuple[str, ...] = ()
     accuracy_inputs: int = 256
     max_top1_disagreement: float | None = None
+    device: DeviceSpec | None = None  # None: the sleep-based slowdown, said in the report
+
+    @property
+    def profile_slowdown(self) -> float:
+        """How much slower than this machine the edge profile is scaled."""
+        return 1 / self.device.speed if self.device else self.edge_slowdown
+
+    def emulated_edge(self) -> str:
+        if self.device is not None:
+            return self.device.describe()
+        if self.edge_slowdown > 1:
+            return f"sleep-based slowdown x{self.edge_slowdown:g} (no cgroup)"
+        return "none: the edge runs at this machine's speed"
 
 
 def run_regret(scenario: RegretScenario, progress: Callable[[str], None]) -> dict[str, object]:
@@ -60,16 +74,44 @@ def run_regret(scenario: RegretScenario, progress: Callable[[str], None]) -> dic
             scenario.model,
             scenario.workdir,
             scenario.edge_threads,
-            scenario.edge_slowdown,
+            scenario.profile_slowdown,
             codecs=scenario.codecs,
             accuracy_inputs=scenario.accuracy_inputs if scenario.codecs else 0,
         ),
         progress,
     )
+    device = EdgeDevice(scenario.device).open() if scenario.device is not None else None
+    try:
+        rows = _run_stack(scenario, prepared, device, progress)
+    finally:
+        if device is not None:
+            device.close()
+    return {
+        "benchmark": "planner_regret",
+        "model": prepared.manifest.model.name,
+        "link": LINK_DESCRIPTIONS[scenario.link],
+        "emulated_edge": scenario.emulated_edge(),
+        "edge_slowdown": scenario.edge_slowdown,
+        "edge_threads": scenario.edge_threads,
+        "codecs": list(scenario.codecs),
+        "max_top1_disagreement": scenario.max_top1_disagreement,
+        "rows": rows,
+    }
+
+
+def _run_stack(
+    scenario: RegretScenario,
+    prepared: Prepared,
+    device: EdgeDevice | None,
+    progress: Callable[[str], None],
+) -> list[dict[str, object]]:
     spec = prepared.manifest.model.inputs[0]
     body = binary_infer_body(spec.name, sample_input(spec, batch=1, seed=0))
     state = scenario.workdir / "regret-state"
-    link, backend = open_link(scenario.link, rate_bps=scenario.bandwidths[0], state_dir=state)
+    placement = device.command_prefix if device is not None else None
+    link, backend = open_link(
+        scenario.link, rate_bps=scenario.bandwidths[0], state_dir=state, edge_placement=placement
+    )
     try:
         with embedded_stack(
             prepared,
@@ -77,8 +119,9 @@ def run_regret(scenario: RegretScenario, progress: Callable[[str], None]) -> dic
             link=link,
             backend=backend,
             edge_threads=scenario.edge_threads,
-            edge_slowdown=scenario.edge_slowdown,
+            edge_slowdown=1.0 if device is not None else scenario.edge_slowdown,
             initial_bandwidth=format_bandwidth(scenario.bandwidths[0]),
+            edge_placement=placement,
             settings={"auto": False},
         ) as stack:
             planner = Planner.from_profiles(
@@ -88,21 +131,11 @@ def run_regret(scenario: RegretScenario, progress: Callable[[str], None]) -> dic
                 budget=CodecBudget(scenario.max_top1_disagreement) if scenario.codecs else None,
             )
             accuracy = _disagreements(read_profile(prepared.edge_profile))
-            rows = asyncio.run(
+            return asyncio.run(
                 _measure_all(scenario, stack, planner, link, body, progress, accuracy)
             )
     finally:
         link.close()
-    return {
-        "benchmark": "planner_regret",
-        "model": prepared.manifest.model.name,
-        "link": LINK_DESCRIPTIONS[scenario.link],
-        "edge_slowdown": scenario.edge_slowdown,
-        "edge_threads": scenario.edge_threads,
-        "codecs": list(scenario.codecs),
-        "max_top1_disagreement": scenario.max_top1_disagreement,
-        "rows": rows,
-    }
 
 
 def _disagreements(profile: Profile) -> dict[tuple[int, str], float]:

@@ -54,6 +54,7 @@ def test_targets_list_every_partition_service_and_each_serves_metrics(controller
             assert by_address[urlsplit(url).netloc] == {
                 "neukonfig_pipeline": pipeline["id"],
                 "neukonfig_cut": str(pipeline["cut"]),
+                "neukonfig_codec": pipeline["codec"],
                 "neukonfig_model": "tiny",
                 "neukonfig_role": role,
             }
