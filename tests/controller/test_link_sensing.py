@@ -11,7 +11,9 @@ the kernel's readings came later still: one run held a pre-step 63 mbit for abou
 second (acknowledgements starved of CPU arrive bunched, so delivery-rate samples read
 high). So this test asserts what one run on a loaded 2-core machine does hold, which a
 frozen or wrong estimate (the bug it guards against) does not: within 25% by 2.5 s,
-and from then on to 4 s a median within 25% and every sample within 2x. (After it
+and from 2.5 s to 4 s a median within 25% and every sample within 2x. (Not from the
+first arrival on: under stress-ng one run read 5.9 mbit at 0.26 s, then a late pre-step
+kernel reading of 37.7 mbit at 0.4 s, then 5-7 mbit for good. After it
 arrives the estimate wanders: with the offered load at 2.6x the link the queue keeps
 growing, and quiet runs read 50% over for half a second, or 40% under for half a
 second at 3 s; "80% of samples within 25%" failed on both.)
@@ -99,7 +101,7 @@ def test_the_estimate_tracks_a_step_down_on_a_saturated_link(
     shown = [(round(at, 2), round((v or 0) / 1e6, 2)) for at, v in trace[::5]]
     assert first is not None, f"never within {WITHIN:.0%} of 5 mbit: {shown}"
     assert first <= BOUND_S, f"estimate after the step: {shown}"
-    later = [value or 0.0 for at, value in trace if at >= first]
+    later = [value or 0.0 for at, value in trace if at >= BOUND_S]
     assert abs(float(np.median(later)) - LOW) <= WITHIN * LOW, f"off-centre after: {shown}"
     assert min(later) >= LOW / 2, f"it fell far under: {shown}"
     assert max(later) <= 2 * LOW, f"it went back up: {shown}"
