@@ -207,7 +207,7 @@ def _print_plan(planner: Planner, args: argparse.Namespace, *, rtt_s: float, set
         spec = planner.cuts[position]
         part = choice.breakdown
         print(
-            f"{rank:>4}  {_cut_label(choice.cut, choice.codec):>{width}}  {spec.kind.value:<9}  "
+            f"{rank:>4}  {choice.label:>{width}}  {spec.kind.value:<9}  "
             f"{human_bytes(int(planner.frame_bytes[position])):>10}  "
             f"{part.edge_s * 1e3:>8.2f}  {part.serialization_s * 1e3:>9.2f}  "
             f"{part.rtt_s * 1e3:>7.2f}  {part.transfer_s * 1e3:>11.2f}  "
@@ -221,6 +221,7 @@ def _print_plan(planner: Planner, args: argparse.Namespace, *, rtt_s: float, set
 
 def _print_sweep(planner: Planner, args: argparse.Namespace, *, rtt_s: float, setup: str) -> int:
     from models.crossover import crossover_table
+    from models.planner import option_label
     from neukonfig.units import format_bandwidth, parse_bandwidth_range
 
     low, high = parse_bandwidth_range(args.sweep)
@@ -253,7 +254,7 @@ def _print_sweep(planner: Planner, args: argparse.Namespace, *, rtt_s: float, se
         spec = planner.cuts[position]
         sent = human_bytes(int(planner.frame_bytes[position]))
         latency = f"{r.latency_at_low_s * 1e3:.1f} -> {r.latency_at_high_s * 1e3:.1f}"
-        cut = _cut_label(r.cut, r.codec)
+        cut = option_label(r.cut, r.codec)
         print(
             f"{format_bandwidth(r.low_bps):>9}  {format_bandwidth(r.high_bps):>9}  {cut:>{width}}  "
             f"{spec.kind.value:<9}  {sent:>10}  {latency:>23}  {spec.tensor or '-'}"
@@ -266,14 +267,11 @@ def _rows_name(planner: Planner) -> str:
 
 
 def _cut_width(planner: Planner) -> int:
+    from models.planner import option_label
+
     rows = zip(planner.indices, planner.codecs, strict=True)
-    labels = [_cut_label(cut, codec) for cut, codec in rows]
+    labels = [option_label(cut, codec) for cut, codec in rows]
     return max(4, *map(len, labels))
-
-
-def _cut_label(cut: int, codec: str) -> str:
-    """``36`` for a plain cut, ``36/int8+zstd`` for a coded one."""
-    return str(cut) if codec == "none" else f"{cut}/{codec}"
 
 
 def _cut_dict(planner: Planner, cut: int, codec: str = "none") -> dict[str, object]:

@@ -17,7 +17,7 @@ reports what ``int8`` measured; ``none`` and ``zstd`` are exact and not measured
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +40,7 @@ class _Tally:
     worst: float = 0.0
     top1: int = 0
     top5: int = 0
-    classified: bool = field(default=True)
+    classified: bool = True
 
     def add(self, coded: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> None:
         for name, expected in reference.items():

@@ -59,6 +59,11 @@ class LatencyBreakdown:
         return self.edge_s + self.serialization_s + self.rtt_s + self.transfer_s + self.cloud_s
 
 
+def option_label(cut: int, codec: str) -> str:
+    """How tables and reports name a planner row: ``36``, or ``36/int8+zstd`` when coded."""
+    return str(cut) if codec == NONE.name else f"{cut}/{codec}"
+
+
 @dataclass(frozen=True)
 class CutChoice:
     """One cut's (and codec's) predicted latency at one bandwidth and RTT."""
@@ -67,6 +72,10 @@ class CutChoice:
     latency_s: float
     breakdown: LatencyBreakdown
     codec: str = NONE.name
+
+    @property
+    def label(self) -> str:
+        return option_label(self.cut, self.codec)
 
 
 @dataclass(frozen=True)

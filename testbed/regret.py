@@ -185,7 +185,7 @@ async def _measure_all(
                 candidates = list(dict.fromkeys([*ranked[: scenario.top], lossless]))
                 measured = {}
                 for choice in candidates:
-                    label = _label(choice)
+                    label = choice.label
                     progress(f"{format_bandwidth(bandwidth)}: cut {label} ...")
                     measured[label] = await _measure_cut(bench, choice.cut, choice.codec)
                 row = _row(bandwidth, ranked[0], candidates, measured)
@@ -196,10 +196,6 @@ async def _measure_all(
     finally:
         await controller.shutdown()
     return rows
-
-
-def _label(choice: CutChoice) -> str:
-    return str(choice.cut) if choice.codec == "none" else f"{choice.cut}/{choice.codec}"
 
 
 async def _measure_cut(bench: _Bench, cut: int, codec: str = "none") -> float:
@@ -233,7 +229,7 @@ async def _measure_cut(bench: _Bench, cut: int, codec: str = "none") -> float:
 def _row(
     bandwidth: float, chosen: CutChoice, candidates: list[CutChoice], measured: dict[str, float]
 ) -> dict[str, object]:
-    label = _label(chosen)
+    label = chosen.label
     best = min(measured, key=measured.__getitem__)
     regret = (measured[label] - measured[best]) / measured[best]
     return {
@@ -244,7 +240,7 @@ def _row(
         "best_measured_cut": best,
         "best_measured_ms": round(measured[best] * 1e3, 1),
         "regret_pct": round(regret * 100, 1),
-        "candidates": {_label(c): round(measured[_label(c)] * 1e3, 1) for c in candidates},
+        "candidates": {c.label: round(measured[c.label] * 1e3, 1) for c in candidates},
     }
 
 
@@ -256,9 +252,9 @@ def _against_lossless(
 ) -> dict[str, object]:
     """What the codec budget bought (measured in the same run) and what it cost."""
     return {
-        "lossless_cut": _label(lossless),
-        "lossless_measured_ms": round(measured[_label(lossless)] * 1e3, 1),
-        "coded_vs_lossless": round(measured[_label(chosen)] / measured[_label(lossless)], 3),
+        "lossless_cut": lossless.label,
+        "lossless_measured_ms": round(measured[lossless.label] * 1e3, 1),
+        "coded_vs_lossless": round(measured[chosen.label] / measured[lossless.label], 3),
         "top1_disagreement": accuracy.get((chosen.cut, chosen.codec), 0.0),
     }
 
