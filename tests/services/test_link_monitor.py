@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from edge_service.link import LinkMonitor
-from neukonfig.tcp_info import read_tcp_info
+from neukonfig.tcp_info import TcpInfo, read_tcp_info
 
 
 class _OneObjectTwoConnections:
@@ -70,3 +70,28 @@ def test_a_new_connection_in_an_old_sockets_place_adds_no_delivered_bytes(connec
     sock.sock = second
     monitor.kernel()
     assert monitor.delivered_bytes == 0, "the second connection's bytes were never sent here"
+
+
+def _busy_info(bytes_acked: int, delivery_rate_bps: float) -> TcpInfo:
+    return TcpInfo(
+        delivery_rate_bps=delivery_rate_bps,
+        app_limited=False,
+        rtt_s=0.01,
+        min_rtt_s=0.001,
+        bytes_acked=bytes_acked,
+        unacked_segments=10,
+        notsent_bytes=0,
+        mss=1448,
+    )
+
+
+def test_a_busy_connection_not_acknowledged_since_the_last_reading_gives_no_rate():
+    """The kernel keeps the rate of a connection's last acknowledgement: busy again after
+    an idle spell, before any new acknowledgement, it is the rate from before the spell
+    (43.8 mbit, read two seconds after a step down to 5)."""
+    key = (1, ("127.0.0.1", 5000))
+    stale = {key: _busy_info(1_000_000, 43.8e6)}
+    assert LinkMonitor._lone_connection_rate(stale, acking=set()) is None
+    assert LinkMonitor._lone_connection_rate(stale, acking={key}) == 43.8e6
+    young = {key: _busy_info(1_000, 43.8e6)}
+    assert LinkMonitor._lone_connection_rate(young, acking={key}) is None

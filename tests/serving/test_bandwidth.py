@@ -252,3 +252,35 @@ def test_one_late_probe_is_outvoted_and_two_make_a_step() -> None:
     estimator.add(_probe(4.25, 5.5e6))
     assert estimator.update(4.25).bits_per_second == pytest.approx(5.5e6)
     assert not estimator.probe_disputed()
+
+
+def test_probes_win_over_real_traffic_kept_past_the_window() -> None:
+    """The edge stopped sending (it runs its requests locally on a slow link): the
+    estimator keeps its last transfers past the window, and the probes the thin window
+    asks for must move the estimate, not the old transfers (a run froze at 4.05 mbit on
+    a 5 mbit link for 3 s while three probes read 4.7)."""
+    estimator = BandwidthEstimator(window_s=1.0, min_samples=3, max_age_s=10)
+    size = 65_664
+    for at, bps in ((0.5, 2e6), (0.75, 2e6)):  # queued behind each other: slow readings
+        estimator.add(Sample(at, size, size * 8 / bps))
+    assert estimator.update(1.0).bits_per_second == pytest.approx(2e6, rel=0.1)
+    for at in (1.9, 2.9):
+        assert estimator.needs_probe(at)
+        estimator.add(_probe(at, 4.7e6))
+        estimate = estimator.update(at)
+        assert estimate.bits_per_second == pytest.approx(4.7e6, rel=0.05), at
+        assert estimate.source is Source.ACTIVE
+
+
+def test_transfers_win_over_a_probe_kept_from_before_the_link_got_busy() -> None:
+    """Big tensors on a saturated slow link: no probe is sent while it is busy, and fewer
+    than one transfer completes per window. A probe kept from before must not hold the
+    estimate at the old link's rate."""
+    estimator = BandwidthEstimator(window_s=1.0, min_samples=3, max_age_s=10)
+    estimator.add(_probe(0.5, 50e6))
+    size = 600_000
+    for at in (1.7, 3.2):  # each 600 KB took 0.96 s of a 5 mbit link
+        estimator.add(Sample(at, size, size * 8 / 5e6))
+    estimate = estimator.update(4.4)  # the window has no transfer: thin
+    assert estimate.bits_per_second == pytest.approx(5e6, rel=0.05)
+    assert estimate.source is Source.PASSIVE
