@@ -73,7 +73,7 @@ def create_app(controller: Controller) -> FastAPI:
 
     @app.get("/v1/history")
     def history() -> dict[str, object]:
-        return {"switches": [record.as_dict() for record in controller.history]}
+        return {"switches": [record.as_dict() for record in controller.full_history()]}
 
     @app.post("/v1/switch", dependencies=[require_token])
     async def switch(body: ManualSwitch) -> dict[str, object]:

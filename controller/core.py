@@ -20,7 +20,7 @@ import httpx
 from controller.backends.base import ServiceHandle
 from controller.gateway_client import GatewayClient, SwitchOutcome
 from controller.health import CloudWatch
-from controller.history import Outcome, SwitchRecord
+from controller.history import Outcome, SwitchJournal, SwitchRecord
 from controller.pin import Pin
 from controller.pipelines import (
     PROBE_ROLE,
@@ -44,6 +44,7 @@ from serving.bandwidth import BandwidthEstimator, Sample, Source, transfer_sampl
 
 log = logging.getLogger("neukonfig.controller")
 HISTORY_SIZE = 1000
+HISTORY_FILE = "switch-history.jsonl"  # in the state directory; not a backend record (*.json)
 STANDBY_REFRESH = "standby-refresh"
 AUTO_SWITCH = "automatic-switch"
 PROBE_TARGET_S = 0.05
@@ -92,7 +93,10 @@ class Controller:
         self.policy = SwitchPolicy(planner, rule=rule)
         self.pipelines: dict[str, ManagedPipeline] = {}
         self.active: ManagedPipeline | None = None
+        # This run's switches; the journal keeps the finished ones across restarts.
         self.history: deque[SwitchRecord] = deque(maxlen=HISTORY_SIZE)
+        self.journal = SwitchJournal(settings.state_dir / HISTORY_FILE, keep=HISTORY_SIZE)
+        self._earlier_history = self.journal.load()
         self.last_decision: str | None = None
         self.pin: Pin | None = None
         self.link_busy = False  # the active edge has data in flight on the link
@@ -463,6 +467,11 @@ class Controller:
 
     # -- switching -------------------------------------------------------------------
 
+    def full_history(self) -> list[SwitchRecord]:
+        """Switches of earlier runs on this state directory (finished ones), then this
+        run's: what ``/v1/history`` shows, so a restart does not wipe the record."""
+        return [*self._earlier_history, *self.history][-HISTORY_SIZE:]
+
     async def switch_to(
         self, cut: int, *, strategy: StrategyName | None = None, reason: str = "manual"
     ) -> SwitchRecord:
@@ -497,6 +506,9 @@ class Controller:
                     # The switch is done once the pointer moved; warming the next standby
                     # is follow-up work (it waits for this lock, so no switch overlaps it).
                     self._in_background(self._refresh_standby_when_free(), name=STANDBY_REFRESH)
+            finally:
+                if record.finished:
+                    self.journal.append(record)
             self.policy.reset()
             return record
 

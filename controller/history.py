@@ -2,13 +2,21 @@
 
 A record enters the history when a switch begins (``IN_PROGRESS``), so ``/v1/history``
 shows a switch while it runs, and is finished exactly once, with the outcome and the
-times measured on the way.
+times measured on the way. Finished records are kept in a ``SwitchJournal`` in the
+state directory, so a restarted controller still shows what happened before it.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass
+import json
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+log = logging.getLogger("neukonfig.controller")
 
 
 class Outcome(str, enum.Enum):
@@ -56,3 +64,63 @@ def format_unavailability(seconds: float) -> str:
     if seconds == 0:
         return "0 (the pointer is never empty)"
     return f"{seconds:.3f} s"
+
+
+class SwitchJournal:
+    """Finished switch records, one JSON line each, in ``path``: appended as each switch
+    finishes, read back when the controller starts. The file is rewritten with the newest
+    ``keep`` once it holds twice that many, so it never grows without bound. A line the
+    controller was killed in the middle of writing, or one from another version, is
+    skipped with a warning: the journal is a record for people, not the controller's state
+    (that is the backend's records and the gateway's routing)."""
+
+    def __init__(self, path: Path, *, keep: int) -> None:
+        self.path = path
+        self.keep = keep
+        self._lines = 0
+
+    def load(self) -> list[SwitchRecord]:
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        except OSError as error:
+            log.warning("switch history %s unreadable (%s); starting without it", self.path, error)
+            return []
+        self._lines = len(lines)
+        records = [r for r in (self._parse(line) for line in lines[-self.keep :]) if r]
+        return records
+
+    def append(self, record: SwitchRecord) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            line = json.dumps(record.as_dict()).encode() + b"\n"
+            with self.path.open("a+b") as journal:
+                if journal.seek(0, os.SEEK_END) > 0:
+                    journal.seek(-1, os.SEEK_END)
+                    if journal.read(1) != b"\n":  # a line torn by a kill: end it first
+                        line = b"\n" + line
+                journal.write(line)
+            self._lines += 1
+            if self._lines >= 2 * self.keep:
+                self._rewrite(self.load())
+        except OSError as error:
+            log.warning("switch history %s not written (%s)", self.path, error)
+
+    def _rewrite(self, records: Iterable[SwitchRecord]) -> None:
+        temporary = self.path.with_suffix(".tmp")
+        lines = [json.dumps(r.as_dict()) + "\n" for r in records]
+        temporary.write_text("".join(lines), encoding="utf-8")
+        os.replace(temporary, self.path)  # atomic: a crash leaves the old file or the new
+        self._lines = len(lines)
+
+    def _parse(self, line: str) -> SwitchRecord | None:
+        try:
+            values = json.loads(line)
+            known = {f.name for f in fields(SwitchRecord)}
+            record = SwitchRecord(**{k: v for k, v in values.items() if k in known})
+            record.outcome = Outcome(record.outcome)
+            return record
+        except (ValueError, TypeError, AttributeError) as error:
+            log.warning("skipping a line of %s that is not a switch record: %s", self.path, error)
+            return None
