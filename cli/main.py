@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cli.common import codec_list, positive_int, progress, share
+from cli.shape import add_shape_command
 from cli.stack import add_stack_commands
 from neukonfig.errors import NeukonfigError
 
@@ -408,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     partition.set_defaults(handler=cmd_partition)
     _add_profile_and_plan(commands)
     add_stack_commands(commands)
+    add_shape_command(commands)
     return parser
 
 

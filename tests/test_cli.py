@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import onnx
@@ -112,3 +113,10 @@ def test_prepare_unknown_model(tmp_path: Path) -> None:
         "neither a zoo model",
         "mobilenetv2",
     )
+
+
+def test_shape_says_what_is_wrong_in_one_line(tmp_path: Path, monkeypatch) -> None:
+    assert_clean_error(neukonfig("shape", "5mbot"), "bandwidth '5mbot' is not understood")
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    expected = "cannot reach the Docker engine" if os.geteuid() == 0 else "run it as root"
+    assert_clean_error(neukonfig("shape", "5mbit", "--duration", "1s"), expected)

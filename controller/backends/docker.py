@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +52,7 @@ MANAGER = "neukonfig-controller"
 INSTANCE = "neukonfig.instance"
 SPEC = "neukonfig.spec"
 COMPOSE_PROJECT = "com.docker.compose.project"
+COMPOSE_LABELS = "com.docker.compose."
 POLL_S = 0.05
 PORTS = {ServiceKind.EDGE_PARTITION: 8100, ServiceKind.CLOUD_PARTITION: 8200}
 COMMANDS = {
@@ -100,7 +102,7 @@ class DockerBackend(Backend):
             )
             self.edge_engine.ping()
         except docker.errors.DockerException as error:
-            raise NeukonfigError(f"cannot reach the Docker engine: {error}") from None
+            raise NeukonfigError(_unreachable_engine(error)) from None
         if settings.cloud_docker_host and not settings.cloud_public_host:
             raise NeukonfigError(
                 "NEUKONFIG_DOCKER_CLOUD_PUBLIC_HOST is required with CLOUD_DOCKER_HOST: "
@@ -149,10 +151,16 @@ class DockerBackend(Backend):
         port = PORTS[spec.kind]
         # In a container the service listens on all interfaces, on the port it exposes.
         environment = spec.kind.environment(spec.settings, host="0.0.0.0", port=port)
-        labels = {**spec.labels, MANAGED_BY: MANAGER, SPEC: json.dumps(spec_record(spec))}
+        on_cloud = spec.kind is ServiceKind.CLOUD_PARTITION
+        image = settings.cloud_image if on_cloud else settings.edge_image
+        labels = {
+            **self._compose_labels_blanked(spec.kind, image),
+            **spec.labels,
+            MANAGED_BY: MANAGER,
+            SPEC: json.dumps(spec_record(spec)),
+        }
         if settings.instance:
             labels[INSTANCE] = settings.instance
-        on_cloud = spec.kind is ServiceKind.CLOUD_PARTITION
         options: dict[str, Any] = {}
         if on_cloud and self.remote_cloud:
             options["ports"] = {f"{port}/tcp": None}  # a free host port, read back in _url
@@ -160,7 +168,7 @@ class DockerBackend(Backend):
             options["volumes"] = {settings.data_volume: {"bind": settings.data_mount, "mode": "ro"}}
         try:
             return self._engine(spec.kind).containers.run(
-                settings.cloud_image if on_cloud else settings.edge_image,
+                image,
                 COMMANDS[spec.kind],
                 name=spec.name,
                 detach=True,
@@ -171,6 +179,17 @@ class DockerBackend(Backend):
             )
         except _import_docker().errors.DockerException as error:
             raise ServiceStartError(f"cannot start container {spec.name}: {error}") from None
+
+    def _compose_labels_blanked(self, kind: ServiceKind, image: str) -> dict[str, str]:
+        """The image's ``com.docker.compose.*`` labels, emptied. Images that compose built
+        carry them (``com.docker.compose.service=gateway`` on the edge image), a container
+        inherits its image's labels, and compose would take a partition container for one
+        of its own services. A container cannot drop an inherited label, only override it."""
+        try:
+            inherited = self._engine(kind).images.get(image).labels or {}
+        except _import_docker().errors.DockerException:
+            return {}  # the start itself will say what is wrong with the image
+        return {key: "" for key in inherited if key.startswith(COMPOSE_LABELS)}
 
     def _url(self, container: Container, kind: ServiceKind) -> str:
         container.reload()
@@ -286,4 +305,23 @@ def _fill_from_own_container(
             "data_volume": settings.data_volume or mounts.get(settings.data_mount),
             "instance": settings.instance or own.labels.get(COMPOSE_PROJECT),
         }
+    )
+
+
+def _unreachable_engine(error: Exception) -> str:
+    """Why the engine is out of reach, and for the usual cause in compose (the socket's
+    group is not the controller's) what to do about it."""
+    message = f"cannot reach the Docker engine: {error}"
+    if "Permission denied" not in str(error):
+        return message
+    socket_path = "/var/run/docker.sock"
+    try:
+        group = os.stat(socket_path).st_gid
+    except OSError:
+        return message
+    return (
+        f"{message}. The controller runs as uid {os.getuid()} in groups "
+        f"{sorted(os.getgroups())}, and {socket_path} belongs to group {group}: set "
+        f"DOCKER_GID={group} in .env (./dev compose-env does, with the engine running) "
+        "and recreate the controller (docker compose up -d controller)"
     )

@@ -279,6 +279,13 @@ def test_killed_controller_restarts_and_adopts_its_containers(stack, engine) -> 
     # back to a split cut, where it stays (a kill in mid-switch is a different test).
     _wait_for(stack, _a_split_cut, "a split cut")
     active, before = _only_the_active_pipeline(stack, engine)
+    inherited = [
+        {k: v for k, v in c.labels.items() if k.startswith("com.docker.compose.") and v}
+        for c in before.values()
+    ]
+    assert not any(inherited), f"partitions carry their images' compose labels: {inherited}"
+    recorded = [s for s in stack.switches() if s["outcome"] != "in_progress"]
+    assert recorded, "switches on record (the drop test before this one made them)"
     stack.compose("kill", "controller")
     assert httpx.get(f"{stack.gateway}/v2/health/ready", timeout=5).status_code == 200
     stack.compose("up", "-d", "controller")
@@ -290,6 +297,7 @@ def test_killed_controller_restarts_and_adopts_its_containers(stack, engine) -> 
         except httpx.HTTPError:
             time.sleep(0.5)
     assert first.get("active") == active, "the restarted controller adopted the pipeline"
+    assert stack.switches()[: len(recorded)] == recorded, "the switch history survives"
     adopted = {p["id"] for p in first["pipelines"] if p["adopted"]}
     pipelines_before = {c.labels.get("neukonfig.pipeline") for c in before.values()} - {None}
     assert pipelines_before <= adopted, f"adopted {adopted}, running before {pipelines_before}"
