@@ -12,16 +12,23 @@ model). Reported per (cut, codec):
 
 A lossless stage stacked on a lossy one changes nothing the tail sees, so ``int8+zstd``
 reports what ``int8`` measured; ``none`` and ``zstd`` are exact and not measured.
+
+Every cut costs a pass of all the inputs through the model per lossy codec: on a 2-core
+machine minutes per cut for ResNet-50. ``cuts_worth_measuring`` names the cuts where a
+lossy codec ranks among the planner's best at given bandwidths if it were accurate
+enough; measuring only those (``measure_accuracy(cuts=...)``) plans the same, because a
+lossy row without a measured accuracy is never picked (``CodecBudget``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from models.planner import CodecBudget, Planner
 from models.runtime import Role, load_partition, sample_input
 from neukonfig.codecs import Codec
 from neukonfig.manifest import CutKind, Manifest, read_manifest
@@ -75,9 +82,11 @@ def measure_accuracy(
     batch: int = 32,
     threads: int | None = None,
     progress: Progress | None = None,
+    cuts: Collection[int] | None = None,
 ) -> dict[int, list[CodecAccuracy]]:
     """Per cut index: the accuracy of each lossy codec in ``codecs`` over ``inputs``
-    seeded inputs, run ``batch`` at a time."""
+    seeded inputs, run ``batch`` at a time; at every cut the tensor crosses, or at
+    ``cuts`` only."""
     report = progress or (lambda _message: None)
     directory = Path(directory)
     manifest = read_manifest(directory)
@@ -87,7 +96,11 @@ def measure_accuracy(
     batches = _input_batches(directory, manifest, inputs, batch, threads)
     report(f"accuracy of {', '.join(map(str, lossy))} over {inputs} seeded inputs per cut")
     measured: dict[int, list[CodecAccuracy]] = {}
-    crossing = [cut for cut in manifest.cuts if cut.kind is not CutKind.ALL_EDGE]
+    crossing = [
+        cut
+        for cut in manifest.cuts
+        if cut.kind is not CutKind.ALL_EDGE and (cuts is None or cut.index in cuts)
+    ]
     for number, cut in enumerate(crossing, start=1):
         tallies = _measure_cut(directory, manifest, cut.index, lossy, batches, threads)
         measured[cut.index] = [
@@ -98,6 +111,18 @@ def measure_accuracy(
         worst = max(tally.worst for tally in tallies.values())
         report(f"[{number}/{len(crossing)}] cut {cut.index}: worst relative error {worst:.2e}")
     return measured
+
+
+def cuts_worth_measuring(
+    manifest: Manifest, edge: Profile, cloud: Profile, bandwidths: Sequence[float], top: int
+) -> list[int]:
+    """The cuts of the lossy rows among the ``top`` fastest at any of ``bandwidths``, if
+    every lossy codec in the profiles were accurate enough."""
+    optimistic = Planner.from_profiles(
+        manifest, edge, cloud, budget=CodecBudget(assume_accurate=True)
+    )
+    ranked = (choice for bps in bandwidths for choice in optimistic.ranked(bps)[:top])
+    return sorted({c.cut for c in ranked if not Codec.parse(c.codec).lossless_only})
 
 
 def with_accuracy(profile: Profile, measured: dict[int, list[CodecAccuracy]]) -> Profile:

@@ -85,9 +85,12 @@ class CodecBudget:
     ``max_top1_disagreement`` (a share, 0.005 for 0.5%; None: lossless only)."""
 
     max_top1_disagreement: float | None = None
+    # Plan as if every lossy codec were accurate enough: where a lossy row then ranks
+    # high is where measuring its accuracy can change a plan (``cuts_worth_measuring``).
+    assume_accurate: bool = False
 
     def allows(self, codec: Codec, accuracy: CodecAccuracy | None) -> bool:
-        if codec.lossless_only:
+        if codec.lossless_only or self.assume_accurate:
             return True
         if self.max_top1_disagreement is None or accuracy is None:
             return False

@@ -7,12 +7,15 @@ Regret is how much slower the planner's cut was than the fastest cut measured:
 With codecs (``RegretScenario.codecs``), the candidates are (cut, codec) pairs planned
 under the accuracy budget, and the best lossless-only pair is always measured too: each
 row then says what the budget bought (``coded_vs_lossless``, measured in the same run)
-and what it cost (the chosen codec's measured top-1 disagreement).
+and what it cost (the chosen codec's measured top-1 disagreement). Accuracy is measured
+at the cuts where a lossy codec would rank among the ``top`` at one of the bandwidths
+(``models.codec_accuracy.cuts_worth_measuring``), and kept beside the partitions.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,11 +27,12 @@ import numpy as np
 from controller.embedded import EmbeddedStack, embedded_stack
 from controller.gateway_client import GatewayClient
 from controller.pipelines import PipelineLauncher
+from models.codec_accuracy import cuts_worth_measuring, measure_accuracy, with_accuracy
 from models.planner import CodecBudget, CutChoice, Planner
 from models.prepare import Prepared, PrepareOptions, prepare
 from models.runtime import sample_input
 from neukonfig.codecs import Codec
-from neukonfig.profiles import Profile, read_profile
+from neukonfig.profiles import CodecAccuracy, Profile, read_profile
 from neukonfig.units import format_bandwidth
 from testbed.edge_device import DeviceSpec, EdgeDevice
 from testbed.links import LINK_DESCRIPTIONS, LinkKind, open_link
@@ -76,13 +80,19 @@ def run_regret(scenario: RegretScenario, progress: Callable[[str], None]) -> dic
             scenario.edge_threads,
             scenario.profile_slowdown,
             codecs=scenario.codecs,
-            accuracy_inputs=scenario.accuracy_inputs if scenario.codecs else 0,
         ),
         progress,
     )
+    edge, cloud = read_profile(prepared.edge_profile), read_profile(prepared.cloud_profile)
+    accuracy_cuts: list[int] = []
+    if scenario.codecs and scenario.accuracy_inputs:
+        accuracy_cuts = cuts_worth_measuring(
+            prepared.manifest, edge, cloud, scenario.bandwidths, scenario.top
+        )
+        edge = with_accuracy(edge, _accuracy(scenario, prepared, accuracy_cuts, progress))
     device = EdgeDevice(scenario.device).open() if scenario.device is not None else None
     try:
-        rows = _run_stack(scenario, prepared, device, progress)
+        rows = _run_stack(scenario, prepared, (edge, cloud), device, progress)
     finally:
         if device is not None:
             device.close()
@@ -95,13 +105,53 @@ def run_regret(scenario: RegretScenario, progress: Callable[[str], None]) -> dic
         "edge_threads": scenario.edge_threads,
         "codecs": list(scenario.codecs),
         "max_top1_disagreement": scenario.max_top1_disagreement,
+        "accuracy_inputs": scenario.accuracy_inputs if accuracy_cuts else 0,
+        "accuracy_cuts": accuracy_cuts,
         "rows": rows,
     }
+
+
+def _accuracy(
+    scenario: RegretScenario,
+    prepared: Prepared,
+    cuts: list[int],
+    progress: Callable[[str], None],
+) -> dict[int, list[CodecAccuracy]]:
+    """The lossy codecs' accuracy at ``cuts``, measured once per cut and kept beside the
+    partitions (it depends only on them, the codecs and the inputs)."""
+    lossy = sorted(name for name in scenario.codecs if not Codec.parse(name).lossless_only)
+    tag = "_".join(name.replace("+", "") for name in lossy)
+    cache = prepared.partitions / f"accuracy-{tag}-n{scenario.accuracy_inputs}.json"
+    known = _read_accuracy(cache)
+    missing = [cut for cut in cuts if cut not in known]
+    if missing:
+        progress(f"measuring codec accuracy at cuts {missing} (where a codec can win)")
+        codecs = [Codec.parse(name) for name in scenario.codecs]
+        known |= measure_accuracy(
+            prepared.partitions,
+            codecs,
+            inputs=scenario.accuracy_inputs,
+            progress=progress,
+            cuts=missing,
+        )
+        cache.write_text(
+            json.dumps({str(c): [a.model_dump() for a in found] for c, found in known.items()})
+        )
+    return {cut: known[cut] for cut in cuts if cut in known}
+
+
+def _read_accuracy(path: Path) -> dict[int, list[CodecAccuracy]]:
+    try:
+        stored = json.loads(path.read_text())
+        return {int(c): [CodecAccuracy(**a) for a in found] for c, found in stored.items()}
+    except (OSError, ValueError, TypeError):
+        return {}  # none yet, or unreadable: measure again
 
 
 def _run_stack(
     scenario: RegretScenario,
     prepared: Prepared,
+    profiles: tuple[Profile, Profile],
     device: EdgeDevice | None,
     progress: Callable[[str], None],
 ) -> list[dict[str, object]]:
@@ -126,11 +176,10 @@ def _run_stack(
         ) as stack:
             planner = Planner.from_profiles(
                 prepared.manifest,
-                read_profile(prepared.edge_profile),
-                read_profile(prepared.cloud_profile),
+                *profiles,
                 budget=CodecBudget(scenario.max_top1_disagreement) if scenario.codecs else None,
             )
-            accuracy = _disagreements(read_profile(prepared.edge_profile))
+            accuracy = _disagreements(profiles[0])
             return asyncio.run(
                 _measure_all(scenario, stack, planner, link, body, progress, accuracy)
             )

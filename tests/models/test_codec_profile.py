@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from models.codec_accuracy import measure_accuracy, with_accuracy
+from models.codec_accuracy import cuts_worth_measuring, measure_accuracy, with_accuracy
+from models.planner import CodecBudget, Planner
 from models.profiler import profile_partitions
 from models.runtime import Role
 from neukonfig.codecs import Codec
-from neukonfig.manifest import CutKind
+from neukonfig.manifest import CutKind, read_manifest
 from neukonfig.profiles import Profile
 
 INT8, ZSTD, FP16 = Codec.parse("int8"), Codec.parse("zstd"), Codec.parse("fp16")
@@ -86,3 +87,28 @@ def test_lossy_codecs_move_the_answers_a_little_and_lossless_stacking_nothing(
 
 def test_no_lossy_codec_no_accuracy_run(tiny_parts: Path) -> None:
     assert measure_accuracy(tiny_parts, [ZSTD]) == {}
+
+
+def test_measuring_only_where_a_codec_can_win_plans_the_same(
+    tiny_parts: Path, coded_profile: Profile
+) -> None:
+    """Accuracy at every crossing cut, or at the cuts where a lossy codec ranks among the
+    top three at the planned bandwidths: the budgeted planner ranks the same top three."""
+    manifest = read_manifest(tiny_parts)
+    bandwidths, top = [0.5e6, 5e6, 50e6], 3
+    worth = cuts_worth_measuring(manifest, coded_profile, coded_profile, bandwidths, top)
+    crossing = [cut.index for cut in coded_profile.cuts if cut.kind is not CutKind.ALL_EDGE]
+    assert worth, "at 0.5 mbit a quarter of the bytes must rank among the best"
+    assert set(worth) < set(crossing)
+    everywhere = measure_accuracy(tiny_parts, [INT8], inputs=16)
+    there = measure_accuracy(tiny_parts, [INT8], inputs=16, cuts=worth)
+    assert sorted(there) == worth
+    budget = CodecBudget(max_top1_disagreement=1.0)  # every measured int8 row allowed
+
+    def plans(measured) -> list[list[str]]:
+        profile = with_accuracy(coded_profile, measured)
+        planner = Planner.from_profiles(manifest, profile, profile, budget=budget)
+        return [[c.label for c in planner.ranked(bps)[:top]] for bps in bandwidths]
+
+    assert plans(there) == plans(everywhere)
+    assert any("/int8" in label for ranked in plans(there) for label in ranked)
