@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -32,6 +35,7 @@ import numpy as np
 import onnx
 import onnxruntime
 
+from controller.backends.local import free_port
 from models.partition import partition_model
 from models.runtime import Role, load_partition, sample_input
 from models.zoo import build_model
@@ -76,6 +80,30 @@ async def served(url: str, body: bytes, headers: dict[str, str], n: int) -> list
             times.append(time.perf_counter() - started)
             response.raise_for_status()
     return times
+
+
+@contextlib.contextmanager
+def echo_floor() -> Iterator[str]:
+    """``benchmarks.echo_server`` in its own process; yields its URL."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.echo_server", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("the echo server did not start") from None
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}/echo"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 async def served_by_peer_client(
@@ -176,6 +204,8 @@ def bench_model(name: str, work: Path, n: int, seconds: float) -> dict[str, obje
         body, headers = binary_infer_body("input", batch)
         print(f"{name}: served latency ...", file=sys.stderr, flush=True)
         path = asyncio.run(served(url, body, headers, n))
+        with echo_floor() as echo:
+            floor = asyncio.run(served(echo, body, headers, n))
         peer_path = asyncio.run(served_by_peer_client(url, body, headers, n))
         json_body, json_headers = json_infer_body("input", batch)
         json_path = asyncio.run(served(url, json_body, json_headers, n))
@@ -200,6 +230,8 @@ def bench_model(name: str, work: Path, n: int, seconds: float) -> dict[str, obje
         "served_p50_ms": percentile_ms(path, 50),
         "served_p99_ms": percentile_ms(path, 99),
         "overhead_p50_ms": round(percentile_ms(path, 50) - percentile_ms(baseline, 50), 3),
+        # The same client and body against an app that does nothing: one hop's floor.
+        "one_hop_floor_p50_ms": percentile_ms(floor, 50),
         "served_peer_client_p50_ms": percentile_ms(peer_path, 50),
         "served_peer_client_p99_ms": percentile_ms(peer_path, 99),
         "overhead_peer_client_p50_ms": round(
@@ -220,14 +252,16 @@ def _rate_label(rate: float) -> str:
 def table(rows: list[dict[str, object]]) -> str:
     lines = [
         "| model | cut | in-process p50/p99 ms | served (httpx) p50/p99 ms | overhead p50 ms "
+        "| one-hop floor (httpx) p50 ms "
         "| served (PeerClient) p50/p99 ms | overhead p50 ms | req/s @1 | @4 | @16 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         rates = r["throughput_rps"]
         lines.append(
             f"| {r['model']} | {r['cut']} | {r['in_process_p50_ms']} / {r['in_process_p99_ms']} "
             f"| {r['served_p50_ms']} / {r['served_p99_ms']} | {r['overhead_p50_ms']} "
+            f"| {r['one_hop_floor_p50_ms']} "
             f"| {r['served_peer_client_p50_ms']} / {r['served_peer_client_p99_ms']} "
             f"| {r['overhead_peer_client_p50_ms']} "
             f"| {rates['1']} | {rates['4']} | {rates['16']} |"
