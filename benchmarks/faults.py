@@ -31,9 +31,9 @@ from models.prepare import Prepared
 from models.zoo import build_model
 from testbed.faults import (
     HIGH,
-    cloud_fault,
     collapse,
     flapping,
+    partition_fault,
     serve_while,
     slow_edge_tiny,
     tiny_probe_client,
@@ -57,9 +57,10 @@ def run_one(name: str, prepared: Prepared, work: Path) -> dict[str, object]:
         ) as stack:
             controller = stack.controller
             client = tiny_probe_client(stack.gateway.url, prepared)
+            url = stack.gateway.url
             steps = {
-                "cloud killed": lambda: cloud_fault(controller, stack.gateway.url, signal.SIGKILL),
-                "cloud hung": lambda: cloud_fault(controller, stack.gateway.url, signal.SIGSTOP),
+                "cloud killed": lambda: partition_fault(controller, url, signal.SIGKILL),
+                "cloud hung": lambda: partition_fault(controller, url, signal.SIGSTOP),
                 "flapping": lambda: flapping(link, low=7e6, high=14e6, period_s=1.5, flips=20),
                 "collapse": lambda: collapse(controller, link, rate_bps=20e3),
             }[name]()

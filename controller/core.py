@@ -19,7 +19,7 @@ import httpx
 
 from controller.backends.base import ServiceHandle
 from controller.gateway_client import GatewayClient, SwitchOutcome
-from controller.health import CloudWatch
+from controller.health import PartitionWatch
 from controller.history import Outcome, SwitchJournal, SwitchRecord
 from controller.pin import Pin
 from controller.pipelines import (
@@ -114,7 +114,7 @@ class Controller:
         self._http = httpx.AsyncClient(
             timeout=10.0, headers=internal_headers(settings.internal_token)
         )
-        self.cloud_watch = CloudWatch(
+        self.partition_watch = PartitionWatch(
             self._http,
             period_s=settings.cloud_check_s,
             failures_to_replace=settings.cloud_failures_to_replace,
@@ -219,7 +219,7 @@ class Controller:
 
     async def tick(self) -> None:
         now = time.monotonic()
-        await self._replace_failed_cloud()
+        await self._replace_failed_pipeline()
         await self._collect_transfers(now)
         probe_idle = self._probing is None or self._probing.done()
         idle_link = self.active is not None and self.active.cloud is None
@@ -304,13 +304,13 @@ class Controller:
         """The estimate, or before there is one the configured initial bandwidth."""
         return self.estimator.current or parse_bandwidth(self.settings.initial_bandwidth)
 
-    async def _replace_failed_cloud(self) -> None:
-        """A dead or hung cloud: start a fresh pipeline for the best cut (on demand, as a
-        standby may share the failed cloud host) and move to it; the edge answers locally
-        meanwhile."""
+    async def _replace_failed_pipeline(self) -> None:
+        """A dead or hung partition: start a fresh pipeline for the best cut (on demand, as
+        a standby may share the failed host) and move to it. Meanwhile the edge answers
+        locally if its cloud failed, and the gateway retries on a standby if the edge did."""
         if self.switching:
             return
-        reason = await self.cloud_watch.replacement_reason(self.active)
+        reason = await self.partition_watch.replacement_reason(self.active)
         if reason is None:
             return
         log.warning("%s: replacing it", reason)
@@ -318,7 +318,7 @@ class Controller:
         cut = self.planner.best(bandwidth, self.rtt_s).cut
         record = await self.switch_to(cut, strategy=StrategyName.SWITCH_ON_DEMAND, reason=reason)
         if record.outcome is Outcome.SWITCHED:
-            self.cloud_watch.replaced()
+            self.partition_watch.replaced()
 
     def _switch_cost(self, cut: int) -> float:
         if self.settings.strategy is StrategyName.SWITCH_STANDBY and self.standby_for(cut):

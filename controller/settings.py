@@ -74,7 +74,7 @@ class ControllerSettings(BaseSettings):
         default=0.2, ge=0, description="How long a large advantage must last"
     )
     cloud_check_s: float = Field(
-        default=0.5, gt=0, description="How often the active cloud partition's health is read"
+        default=0.5, gt=0, description="How often the active pipeline's partitions' health is read"
     )
     cloud_failures_to_replace: int = Field(
         default=2, ge=1, description="Failed health reads in a row before replacing it"

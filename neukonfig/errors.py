@@ -106,6 +106,13 @@ class UpstreamError(NeukonfigError):
     status_code = 502
 
 
+class UpstreamUnansweredError(UpstreamError):
+    """A peer failed before sending any byte of its answer: refused the connection, or
+    closed it after reading the request. Another replica may be asked once. A peer that
+    died after reading the request may have run it, so the retry can run an inference
+    twice: harmless for inference (no side effects), it only costs compute."""
+
+
 class UpstreamTimeoutError(UpstreamError):
     """A peer service did not answer within its stage timeout."""
 

@@ -42,7 +42,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
-from neukonfig.errors import UpstreamError, UpstreamTimeoutError
+from neukonfig.errors import UpstreamError, UpstreamTimeoutError, UpstreamUnansweredError
 
 __all__ = ["PeerClient", "PeerResponse", "check_base_url"]
 
@@ -259,7 +259,8 @@ class PeerClient:
             nothing_came = reader.received == received_before
             if connection.reused and nothing_came and _is_disconnect(error):
                 raise _StaleConnection from error
-            raise UpstreamError(f"{self.base_url}: {_describe(error)}") from error
+            failure = UpstreamUnansweredError if nothing_came else UpstreamError
+            raise failure(f"{self.base_url}: {_describe(error)}") from error
         except BaseException:  # cancelled or timed out mid-exchange: the stream is in pieces
             self._drop(connection)
             raise
@@ -304,7 +305,9 @@ class PeerClient:
                 f"{self.base_url}: connecting took over {self._connect_timeout:g} s"
             ) from error
         except OSError as error:  # refused, unreachable, DNS (gaierror is an OSError)
-            raise UpstreamError(f"{self.base_url}: cannot connect: {_describe(error)}") from error
+            raise UpstreamUnansweredError(
+                f"{self.base_url}: cannot connect: {_describe(error)}"
+            ) from error
         connection = _Connection(reader, asyncio.StreamWriter(transport, protocol, reader, loop))
         self._open.add(connection)
         return connection

@@ -148,16 +148,23 @@ async def _health_times(gateway_url: str, count: int = 5) -> float:
     return slowest
 
 
-def cloud_fault(
-    controller: Controller, gateway_url: str, fault: signal.Signals, timeout_s: float = 30
+def partition_fault(
+    controller: Controller,
+    gateway_url: str,
+    fault: signal.Signals,
+    timeout_s: float = 30,
+    *,
+    role: str = "cloud",
 ) -> Steps:
-    """kill -9 (SIGKILL) or hang (SIGSTOP) the active cloud partition mid-traffic."""
+    """kill -9 (SIGKILL) or hang (SIGSTOP) the active pipeline's cloud (or ``role="edge"``:
+    edge) partition mid-traffic."""
 
     async def steps(run: FaultRun, client: ProbeClient) -> None:
         broken = controller.active
         assert broken is not None
-        assert broken.cloud is not None
-        pid = int(broken.cloud.backend_id)
+        service = broken.edge if role == "edge" else broken.cloud
+        assert service is not None
+        pid = int(service.backend_id)
         try:
             await asyncio.sleep(1.5)
             run.fault_at_s = time.perf_counter() - client.started

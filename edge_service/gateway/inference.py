@@ -35,6 +35,7 @@ from neukonfig.errors import (
     UnknownModelError,
     UpstreamError,
     UpstreamTimeoutError,
+    UpstreamUnansweredError,
 )
 from neukonfig.manifest import Manifest, TensorSpec
 from neukonfig.metrics import Metrics, Stage
@@ -181,11 +182,7 @@ async def _forward(
     """The model outputs, the pipeline that answered, and its fallback mark if any."""
     frame = wire.encode(parsed.inputs)
     table.admit(max_in_flight=settings.max_in_flight)
-    pipeline = await table.acquire(wait_timeout=settings.pause_wait_timeout_s)
-    try:
-        response = await _post(pipeline, frame)
-    finally:
-        table.release(pipeline)
+    response, pipeline = await _post_with_one_retry(table, frame, settings)
     for stage, header in _STAGE_HEADERS.items():
         if header in response.headers:
             metrics.observe_stage(stage, float(response.headers[header]))
@@ -195,11 +192,36 @@ async def _forward(
         raise UpstreamError(f"pipeline {pipeline.id} sent a malformed answer: {error}") from error
 
 
+async def _post_with_one_retry(
+    table: RoutingTable, frame: bytes, settings: GatewaySettings
+) -> tuple[PeerResponse, Pipeline]:
+    """Post to the active pipeline; if its edge partition failed before any byte of an
+    answer (dead, restarting), once more to another ready pipeline (``acquire_other``).
+    The first may have run the request: harmless for inference, see
+    ``UpstreamUnansweredError``."""
+    pipeline = await table.acquire(wait_timeout=settings.pause_wait_timeout_s)
+    try:
+        return await _post(pipeline, frame), pipeline
+    except UpstreamUnansweredError:
+        other = table.acquire_other(pipeline)
+        if other is None:
+            raise
+    finally:
+        table.release(pipeline)
+    try:
+        return await _post(other, frame), other
+    finally:
+        table.release(other)
+
+
 async def _post(pipeline: Pipeline, frame: bytes) -> PeerResponse:
     try:
         response = await pipeline.client.post(INFER_PATH, content=frame, headers=_FRAME_HEADERS)
     except UpstreamTimeoutError as error:
         raise UpstreamTimeoutError(f"pipeline {pipeline.id} timed out ({error.message})") from error
+    except UpstreamUnansweredError as error:
+        message = f"pipeline {pipeline.id} unreachable ({error.message})"
+        raise UpstreamUnansweredError(message) from error
     except UpstreamError as error:
         raise UpstreamError(f"pipeline {pipeline.id} unreachable ({error.message})") from error
     if response.status_code == 503:

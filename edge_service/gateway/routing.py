@@ -194,6 +194,21 @@ class RoutingTable:
         self.metrics.in_flight.labels(pipeline.id).set(pipeline.in_flight)
         return pipeline
 
+    def acquire_other(self, failed: Pipeline) -> Pipeline | None:
+        """For one retry of a request ``failed`` never answered: the active pipeline if the
+        pointer has moved on, else a ready standby (any cut: it serves the same model), or
+        None. Bound like ``acquire``'s, so a drain waits for it."""
+        candidates = [self.active, *self.pipelines.values()]
+        ready = (PipelineState.ACTIVE, PipelineState.STANDBY)
+        other = next(
+            (p for p in candidates if p is not None and p is not failed and p.state in ready),
+            None,
+        )
+        if other is not None:
+            other.enter()
+            self.metrics.in_flight.labels(other.id).set(other.in_flight)
+        return other
+
     def release(self, pipeline: Pipeline) -> None:
         pipeline.leave()
         self.metrics.in_flight.labels(pipeline.id).set(pipeline.in_flight)

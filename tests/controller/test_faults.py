@@ -17,7 +17,7 @@ import pytest
 from controller.assemble import build_controller
 from controller.history import Outcome
 from controller.settings import ControllerSettings, StrategyName
-from testbed.faults import cloud_fault, collapse, flapping, serve_while, tiny_probe_client
+from testbed.faults import collapse, flapping, partition_fault, serve_while, tiny_probe_client
 from tests.controller.helpers import settings_for
 
 GATEWAY_TIMEOUT_S = 30.0  # GatewaySettings.request_timeout_s, the bound on any request
@@ -43,7 +43,7 @@ def test_cloud_loss_is_answered_locally_then_replaced(
         strategy=StrategyName.SWITCH_ON_DEMAND,
         auto=False,  # only the fault moves the pipeline
     )
-    steps = cloud_fault(controller, gateway.url, fault)
+    steps = partition_fault(controller, gateway.url, fault)
     run = asyncio.run(serve_while(controller, client, fault.name, steps))
 
     assert run.recovered_after_s is not None, controller.state()
@@ -58,6 +58,34 @@ def test_cloud_loss_is_answered_locally_then_replaced(
     assert "cloud partition" in record.reason
     assert run.slowest_health_s < 1.0
     assert not list((tmp_path / "state").glob("*.json")), "the broken services were stopped"
+
+
+def test_a_killed_edge_is_covered_by_a_standby_then_replaced(
+    slow_edge_tiny, gateway, token, link, tmp_path
+) -> None:
+    """kill -9 the active edge partition under traffic: the gateway retries each request
+    its dead edge never answered on a ready standby, and the controller's health watch
+    replaces the pipeline. No request fails."""
+    controller, client = _controller(
+        slow_edge_tiny,
+        gateway,
+        token,
+        link,
+        tmp_path,
+        strategy=StrategyName.SWITCH_STANDBY,
+        auto=False,  # only the fault moves the pipeline
+    )
+    steps = partition_fault(controller, gateway.url, signal.SIGKILL, role="edge")
+    run = asyncio.run(serve_while(controller, client, "edge killed", steps))
+
+    assert run.recovered_after_s is not None, controller.state()
+    failed = [r for r in run.records if not r.ok]
+    assert failed == [], f"{len(failed)} of {len(run.records)} failed: {failed[:3]}"
+    after = [r for r in run.records if r.sent_s >= run.fault_at_s]
+    assert after, "requests were sent after the kill"
+    (record,) = controller.history
+    assert record.outcome is Outcome.SWITCHED
+    assert "edge partition" in record.reason
 
 
 def test_a_link_flapping_around_the_boundary_causes_no_switch_storm(
