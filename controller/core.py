@@ -31,7 +31,7 @@ from controller.pipelines import (
     pipelines_from_services,
 )
 from controller.settings import ControllerSettings, StrategyName
-from controller.standby import likely_cuts
+from controller.standby import SeenBandwidths, likely_cuts
 from controller.strategies import STRATEGIES
 from models.planner import Planner
 from models.switch_policy import Decision, SwitchPolicy, SwitchRule
@@ -100,6 +100,7 @@ class Controller:
         self.last_decision: str | None = None
         self.pin: Pin | None = None
         self.link_busy = False  # the active edge has data in flight on the link
+        self.seen_bandwidths = SeenBandwidths()  # where the link has been: standby choice
         self._switch_lock = asyncio.Lock()
         self._transfer_seq: dict[str, int] = {}
         self._last_probe_s = float("-inf")
@@ -241,6 +242,7 @@ class Controller:
         if estimate.bits_per_second is None or self.active is None:
             return
         self.metrics.bandwidth.set(estimate.bits_per_second)
+        self.seen_bandwidths.add(now, estimate.bits_per_second)
         if not self.settings.auto or self._pinned():
             return
         if not estimate.confident:
@@ -595,6 +597,7 @@ class Controller:
             rtt_s=self.rtt_s,
             current=self.active.cut,
             count=self.settings.max_standby,
+            seen=self.seen_bandwidths.values(),
         )
         for pipeline in [p for p in self.pipelines.values() if p.state is PipelineState.STANDBY]:
             if pipeline.cut not in wanted:

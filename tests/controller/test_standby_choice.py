@@ -3,7 +3,7 @@ above 40 mbit, cut 1 from 10 to 40 mbit, cut 2 (all-edge) below 10 mbit."""
 
 from __future__ import annotations
 
-from controller.standby import likely_cuts
+from controller.standby import SeenBandwidths, likely_cuts
 from tests.profile_cases import THREE_CUTS, planner_for
 
 
@@ -23,3 +23,32 @@ def test_after_a_drop_the_cut_just_left_stays_warm() -> None:
 def test_no_room_keeps_nothing_warm() -> None:
     planner = planner_for(THREE_CUTS)
     assert likely_cuts(planner, bandwidth_bps=50e6, rtt_s=0.0, current=0, count=0) == []
+
+
+def test_a_bandwidth_the_link_has_been_at_comes_before_the_sweep() -> None:
+    """Back at 50 mbit after ten seconds at 15: the sweep alone keeps the cut for a big
+    drop (cut 2) warm; the link has shown 15 mbit, so cut 1 comes first."""
+    planner = planner_for(THREE_CUTS)
+    seen = [50e6] * 10 + [15e6] * 10
+    assert likely_cuts(planner, bandwidth_bps=50e6, rtt_s=0.0, current=0, count=1) == [2]
+    assert likely_cuts(planner, bandwidth_bps=50e6, rtt_s=0.0, current=0, count=1, seen=seen) == [1]
+    assert likely_cuts(planner, bandwidth_bps=50e6, rtt_s=0.0, current=0, count=2, seen=seen) == [
+        1,
+        2,
+    ]
+
+
+def test_a_moment_near_a_crossover_is_not_where_the_link_has_been() -> None:
+    planner = planner_for(THREE_CUTS)
+    seen = [50e6] * 30 + [15e6] * 2  # two seconds at 15 mbit
+    assert likely_cuts(planner, bandwidth_bps=50e6, rtt_s=0.0, current=0, count=1, seen=seen) == [2]
+
+
+def test_seen_bandwidths_keep_one_a_second_for_the_last_minutes() -> None:
+    seen = SeenBandwidths(horizon_s=60, every_s=1)
+    for tenth in range(1000):  # 100 s of ticks every 0.1 s
+        seen.add(tenth / 10, float(tenth))
+    values = seen.values()
+    assert 59 <= len(values) <= 61
+    assert values[-1] >= 980  # the newest kept, the oldest gone
+    assert values[0] >= 380
