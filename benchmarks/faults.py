@@ -9,6 +9,9 @@ process, 10 requests/s open loop checked against the full model.
 
 - cloud killed: kill -9 of the active cloud partition;
 - cloud hung: SIGSTOP of it (accepts connections, never answers);
+- edge killed: kill -9 of the active edge partition, with switch_standby (the gateway
+  retries what the dead edge never answered on a standby until the controller has
+  replaced the pipeline);
 - flapping: the link alternates 7 / 14 mbit every 1.5 s for 30 s around the 9.8 mbit
   boundary between cut 0 and cut 11;
 - collapse: the link drops to 20 kbit and stays there.
@@ -41,8 +44,8 @@ from testbed.faults import (
 from testbed.report import machine, write_json
 from testbed.shaped_link import ShapedLink
 
-SCENARIOS = ("cloud killed", "cloud hung", "flapping", "collapse")
-STRATEGY = {"flapping": StrategyName.SWITCH_STANDBY}
+SCENARIOS = ("cloud killed", "cloud hung", "edge killed", "flapping", "collapse")
+STRATEGY = {"flapping": StrategyName.SWITCH_STANDBY, "edge killed": StrategyName.SWITCH_STANDBY}
 
 
 def run_one(name: str, prepared: Prepared, work: Path) -> dict[str, object]:
@@ -61,6 +64,9 @@ def run_one(name: str, prepared: Prepared, work: Path) -> dict[str, object]:
             steps = {
                 "cloud killed": lambda: partition_fault(controller, url, signal.SIGKILL),
                 "cloud hung": lambda: partition_fault(controller, url, signal.SIGSTOP),
+                "edge killed": lambda: partition_fault(
+                    controller, url, signal.SIGKILL, role="edge"
+                ),
                 "flapping": lambda: flapping(link, low=7e6, high=14e6, period_s=1.5, flips=20),
                 "collapse": lambda: collapse(controller, link, rate_bps=20e3),
             }[name]()
