@@ -219,11 +219,8 @@ async def _post(pipeline: Pipeline, frame: bytes) -> PeerResponse:
         response = await pipeline.client.post(INFER_PATH, content=frame, headers=_FRAME_HEADERS)
     except UpstreamTimeoutError as error:
         raise UpstreamTimeoutError(f"pipeline {pipeline.id} timed out ({error.message})") from error
-    except UpstreamUnansweredError as error:
-        message = f"pipeline {pipeline.id} unreachable ({error.message})"
-        raise UpstreamUnansweredError(message) from error
-    except UpstreamError as error:
-        raise UpstreamError(f"pipeline {pipeline.id} unreachable ({error.message})") from error
+    except UpstreamError as error:  # the same kind (unanswered or not), with the pipeline named
+        raise type(error)(f"pipeline {pipeline.id} unreachable ({error.message})") from error
     if response.status_code == 503:
         # The edge (or its cloud) refused at once: pass the refusal and its reason on.
         raise OverloadedError(
