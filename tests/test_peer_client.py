@@ -21,7 +21,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from neukonfig import peer_client
-from neukonfig.errors import UpstreamError, UpstreamTimeoutError
+from neukonfig.errors import UpstreamError, UpstreamTimeoutError, UpstreamUnansweredError
 from neukonfig.peer_client import READ_LIMIT, PeerClient, PeerResponse
 
 pytestmark = pytest.mark.anyio
@@ -398,7 +398,7 @@ async def test_a_fresh_connection_closed_without_an_answer_is_not_retried() -> N
     ):
         with pytest.raises(UpstreamError) as caught:
             await client.post("/", content=b"once")
-    assert type(caught.value) is UpstreamError
+    assert type(caught.value) is UpstreamUnansweredError  # the gateway may ask elsewhere
     assert "without answering" in caught.value.message
     assert peer.url in caught.value.message
     assert len(peer.arrivals) == 1
@@ -427,7 +427,7 @@ async def test_connection_refused_is_an_upstream_error_naming_the_peer() -> None
     async with client_for(url) as client:
         with pytest.raises(UpstreamError) as caught:
             await client.get("/")
-    assert type(caught.value) is UpstreamError
+    assert type(caught.value) is UpstreamUnansweredError  # the gateway may ask elsewhere
     assert url in caught.value.message
     assert "ConnectionRefusedError" in caught.value.message
     assert isinstance(caught.value.__cause__, ConnectionRefusedError)
