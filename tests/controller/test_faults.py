@@ -1,6 +1,7 @@
 """Real faults under real traffic (testbed/faults.py): a cloud partition killed (kill -9)
-or hung (SIGSTOP), a link flapping around a decision boundary, a link collapsing to
-almost nothing, while an open-loop client sends requests through the gateway.
+or hung (SIGSTOP), an edge partition killed, a link flapping around a decision boundary,
+a link collapsing to almost nothing, while an open-loop client sends requests through
+the gateway.
 
 The edge answers with its local copy of the tail while the cloud cannot, so no request
 fails; the controller replaces a dead cloud, ignores flapping, and leaves a collapsed
@@ -17,7 +18,14 @@ import pytest
 from controller.assemble import build_controller
 from controller.history import Outcome
 from controller.settings import ControllerSettings, StrategyName
-from testbed.faults import collapse, flapping, partition_fault, serve_while, tiny_probe_client
+from testbed.faults import (
+    FaultRun,
+    collapse,
+    flapping,
+    partition_fault,
+    serve_while,
+    tiny_probe_client,
+)
 from tests.controller.helpers import settings_for
 
 GATEWAY_TIMEOUT_S = 30.0  # GatewaySettings.request_timeout_s, the bound on any request
@@ -30,32 +38,39 @@ def _controller(slow_edge_tiny, gateway, token, link, tmp_path, **settings):
     return controller, client
 
 
-@pytest.mark.parametrize("fault", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "hung"])
-def test_cloud_loss_is_answered_locally_then_replaced(
-    fault, slow_edge_tiny, gateway, token, link, tmp_path
-) -> None:
+def _partition_fault_survived(
+    role: str, fault: signal.Signals, strategy: StrategyName, fixtures: tuple
+) -> FaultRun:
+    """The active pipeline's ``role`` partition killed or hung under traffic: nothing
+    failed, and the controller replaced the pipeline, once, naming the partition."""
     controller, client = _controller(
-        slow_edge_tiny,
-        gateway,
-        token,
-        link,
-        tmp_path,
-        strategy=StrategyName.SWITCH_ON_DEMAND,
+        *fixtures,
+        strategy=strategy,
         auto=False,  # only the fault moves the pipeline
     )
-    steps = partition_fault(controller, gateway.url, fault)
-    run = asyncio.run(serve_while(controller, client, fault.name, steps))
+    steps = partition_fault(controller, fixtures[1].url, fault, role=role)
+    run = asyncio.run(serve_while(controller, client, f"{role} {fault.name}", steps))
 
     assert run.recovered_after_s is not None, controller.state()
     failed = [r for r in run.records if not r.ok]
     assert failed == [], f"{len(failed)} of {len(run.records)} failed: {failed[:3]}"
+    (record,) = controller.history
+    assert record.outcome is Outcome.SWITCHED
+    assert f"{role} partition" in record.reason
+    return run
+
+
+@pytest.mark.parametrize("fault", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "hung"])
+def test_cloud_loss_is_answered_locally_then_replaced(
+    fault, slow_edge_tiny, gateway, token, link, tmp_path
+) -> None:
+    fixtures = (slow_edge_tiny, gateway, token, link, tmp_path)
+    run = _partition_fault_survived("cloud", fault, StrategyName.SWITCH_ON_DEMAND, fixtures)
+
     fallbacks = [r for r in run.records if r.fallback]
     assert fallbacks, "some requests were answered by the edge's local tail"
     assert all(r.sent_s >= run.fault_at_s - 0.5 for r in fallbacks), "none before the fault"
     assert not any(r.fallback for r in run.records[-5:]), "the replacement's cloud answers"
-    (record,) = controller.history
-    assert record.outcome is Outcome.SWITCHED
-    assert "cloud partition" in record.reason
     assert run.slowest_health_s < 1.0
     assert not list((tmp_path / "state").glob("*.json")), "the broken services were stopped"
 
@@ -66,26 +81,9 @@ def test_a_killed_edge_is_covered_by_a_standby_then_replaced(
     """kill -9 the active edge partition under traffic: the gateway retries each request
     its dead edge never answered on a ready standby, and the controller's health watch
     replaces the pipeline. No request fails."""
-    controller, client = _controller(
-        slow_edge_tiny,
-        gateway,
-        token,
-        link,
-        tmp_path,
-        strategy=StrategyName.SWITCH_STANDBY,
-        auto=False,  # only the fault moves the pipeline
-    )
-    steps = partition_fault(controller, gateway.url, signal.SIGKILL, role="edge")
-    run = asyncio.run(serve_while(controller, client, "edge killed", steps))
-
-    assert run.recovered_after_s is not None, controller.state()
-    failed = [r for r in run.records if not r.ok]
-    assert failed == [], f"{len(failed)} of {len(run.records)} failed: {failed[:3]}"
-    after = [r for r in run.records if r.sent_s >= run.fault_at_s]
-    assert after, "requests were sent after the kill"
-    (record,) = controller.history
-    assert record.outcome is Outcome.SWITCHED
-    assert "edge partition" in record.reason
+    fixtures = (slow_edge_tiny, gateway, token, link, tmp_path)
+    run = _partition_fault_survived("edge", signal.SIGKILL, StrategyName.SWITCH_STANDBY, fixtures)
+    assert [r for r in run.records if r.sent_s >= run.fault_at_s], "sent after the kill"
 
 
 def test_a_link_flapping_around_the_boundary_causes_no_switch_storm(
