@@ -84,12 +84,11 @@ class SwitchJournal:
             lines = self.path.read_text(encoding="utf-8").splitlines()
         except FileNotFoundError:
             return []
-        except OSError as error:
+        except (OSError, ValueError) as error:  # unreadable, or not text at all
             log.warning("switch history %s unreadable (%s); starting without it", self.path, error)
             return []
         self._lines = len(lines)
-        records = [r for r in (self._parse(line) for line in lines[-self.keep :]) if r]
-        return records
+        return [r for r in (self._parse(line) for line in lines[-self.keep :]) if r]
 
     def append(self, record: SwitchRecord) -> None:
         try:

@@ -50,6 +50,12 @@ def test_a_torn_or_foreign_line_is_skipped_and_the_rest_kept(tmp_path):
     assert [r.to_cut for r in SwitchJournal(path, keep=10).load()] == [3, 5]
 
 
+def test_a_journal_that_is_not_text_is_left_aside_not_a_crash(tmp_path):
+    path = tmp_path / HISTORY_FILE
+    path.write_bytes(b"\xff\xfe\x00garbage")
+    assert SwitchJournal(path, keep=10).load() == []
+
+
 def test_the_journal_keeps_the_newest_and_stays_bounded(tmp_path):
     path = tmp_path / HISTORY_FILE
     journal = SwitchJournal(path, keep=3)
