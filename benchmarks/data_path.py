@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import subprocess
 import sys
 import tempfile
 import threading
@@ -43,6 +42,7 @@ from neukonfig.manifest import Manifest
 from neukonfig.peer_client import PeerClient
 from testbed.loopback_stack import loopback_stack
 from testbed.probe_client import binary_infer_body, json_infer_body
+from testbed.process import PeerProcess
 from testbed.report import machine, write_json
 
 CONCURRENCY = (1, 4, 16)
@@ -83,27 +83,17 @@ async def served(url: str, body: bytes, headers: dict[str, str], n: int) -> list
 
 
 @contextlib.contextmanager
-def echo_floor() -> Iterator[str]:
+def echo_floor(work: Path) -> Iterator[str]:
     """``benchmarks.echo_server`` in its own process; yields its URL."""
     port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.echo_server", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-    )
+    command = [sys.executable, "-m", "benchmarks.echo_server", "--port", str(port)]
+    ready = f"http://127.0.0.1:{port}/health/live"
+    server = PeerProcess("echo floor", command, ready, work / "echo.log").start()
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=1).raise_for_status()
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("the echo server did not start") from None
-                time.sleep(0.1)
+        server.wait_ready()
         yield f"http://127.0.0.1:{port}/echo"
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        server.stop()
 
 
 async def served_by_peer_client(
@@ -204,7 +194,7 @@ def bench_model(name: str, work: Path, n: int, seconds: float) -> dict[str, obje
         body, headers = binary_infer_body("input", batch)
         print(f"{name}: served latency ...", file=sys.stderr, flush=True)
         path = asyncio.run(served(url, body, headers, n))
-        with echo_floor() as echo:
+        with echo_floor(work) as echo:
             floor = asyncio.run(served(echo, body, headers, n))
         peer_path = asyncio.run(served_by_peer_client(url, body, headers, n))
         json_body, json_headers = json_infer_body("input", batch)

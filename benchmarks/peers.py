@@ -32,13 +32,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -57,69 +54,17 @@ from testbed.probe_client import (
     first_output,
     reference_cases,
 )
+from testbed.process import PeerProcess
 from testbed.report import machine, write_json
 
 PEER_SERVERS = Path(__file__).resolve().parent / "peer_servers"
 ENCODINGS = ("json", "binary")
 WARM_UP_S = 1.0
-START_TIMEOUT_S = 180.0
 BASELINE = "mlserver"
 
 
 def say(message: str) -> None:
     print(f"[peers] {message}", file=sys.stderr, flush=True)
-
-
-@dataclass
-class PeerProcess:
-    """A peer server in its own process group (MLServer forks its workers)."""
-
-    name: str
-    command: list[str]
-    ready_url: str
-    log_path: Path
-    env: dict[str, str] = field(default_factory=dict)
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> PeerProcess:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                self.command,
-                env={**os.environ, **self.env},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return self
-
-    def wait_ready(self) -> None:
-        assert self.process is not None
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited at start:\n{self._log_tail()}")
-            try:
-                if httpx.get(self.ready_url, timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(
-            f"{self.name} not ready after {START_TIMEOUT_S:g} s:\n{self._log_tail()}"
-        )
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=15)
-
-    def _log_tail(self) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
 
 
 def mlserver(model_file: Path, name: str, work: Path) -> tuple[PeerProcess, str]:
