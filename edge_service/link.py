@@ -150,19 +150,19 @@ class LinkMonitor:
                     acking.add(key)
             self._acked[key] = info.bytes_acked
         self._acked = {key: self._acked[key] for key in infos}
-        busy = [i for i in infos.values() if i.busy]
+        busy = {key: info for key, info in infos.items() if info.busy}
         # A young connection is in slow start, below the link's rate: not a measure of it.
-        young = any(i.bytes_acked < YOUNG_CONNECTION_BYTES for i in busy)
+        young = any(i.bytes_acked < YOUNG_CONNECTION_BYTES for i in busy.values())
         self._marks.append((now, self._delivered, bool(busy) and not young))
         while self._marks and self._marks[0][0] < now - KERNEL_STRETCH_MAX_S:
             self._marks.popleft()
         rate = self._busy_stretch_rate(now)
         if rate is None:
-            rate = self._lone_connection_rate(infos, acking)
+            rate = self._lone_connection_rate(busy, acking)
         reading = KernelReading(
             at_s=now,
             delivery_bps=rate,
-            undelivered_bytes=sum(i.undelivered_bytes for i in busy),
+            undelivered_bytes=sum(i.undelivered_bytes for i in busy.values()),
             busy_connections=len(busy),
             min_rtt_s=min((i.min_rtt_s for i in infos.values() if i.min_rtt_s), default=None),
         )
@@ -170,16 +170,15 @@ class LinkMonitor:
         return reading
 
     @staticmethod
-    def _lone_connection_rate(infos: dict[_Key, TcpInfo], acking: set[_Key]) -> float | None:
-        """One busy connection's own delivery rate, if it is a measure of the link now: not
-        limited by the application, past slow start, and acknowledged since the last
+    def _lone_connection_rate(busy: dict[_Key, TcpInfo], acking: set[_Key]) -> float | None:
+        """The only busy connection's own delivery rate, if it is a measure of the link now:
+        not limited by the application, past slow start, and acknowledged since the last
         reading. The kernel keeps the rate of the last acknowledgement, which on a connection
         busy again after an idle spell is from before it: one read 43.8 mbit two seconds
         after a step down to 5 (and the estimate went back up for 0.2 s)."""
-        busy = [(key, info) for key, info in infos.items() if info.busy]
         if len(busy) != 1:
             return None
-        key, info = busy[0]
+        ((key, info),) = busy.items()
         if info.app_limited or info.bytes_acked < YOUNG_CONNECTION_BYTES or key not in acking:
             return None
         return info.delivery_rate_bps or None
