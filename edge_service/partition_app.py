@@ -7,9 +7,11 @@ its cloud peer over a pool of keep-alive connections (``neukonfig.peer_client``)
 
 Cut N (all-edge) never touches the network; cut 0 (all-cloud) forwards the raw input.
 When the cloud partition cannot answer (unreachable, timed out, 5xx), the edge runs the
-tail itself (``LocalTail``, loaded on the first failure) and marks the answer with
+tail itself (``LocalTail``, preloaded after the head) and marks the answer with
 ``x-neukonfig-fallback``; a ``CloudBreaker`` then keeps requests off the failed cloud
-for ``cloud_retry_s`` before one request tries it again.
+for ``cloud_retry_s`` before one request tries it again. A cloud call far later than
+usual is cancelled and finished here; before this pipeline knows what usual is, a call
+that outlasts the local tail's time is raced by it (``hedge_deadline``).
 
 Each response carries the stage timings in ``x-neukonfig-*-seconds`` headers, so the
 gateway can export them without a second round trip.
@@ -23,6 +25,7 @@ import enum
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -157,6 +160,15 @@ class LocalTail:
         return wire.encode(outputs), seconds
 
 
+@dataclass(frozen=True)
+class Hedge:
+    """When a cloud call counts as late, and what then: cancel it and finish here, or
+    (``race``) finish here too and answer with whichever comes first."""
+
+    after_s: float
+    race: bool = False
+
+
 class CloudTimes:
     """A running average of the cloud's compute time, for predicting a cloud call."""
 
@@ -194,6 +206,9 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
     breaker = CloudBreaker(settings.cloud_retry_s)
     codec = Codec.parse(settings.codec)
     cloud_times = CloudTimes()
+    # Cloud calls that lost a race to the local tail and are left to finish (strong
+    # references: the event loop keeps only weak ones to tasks).
+    outliving: set[asyncio.Task[tuple[bytes, float, float]]] = set()
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -202,6 +217,8 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
         yield
         loading.cancel()
         preloading.cancel()
+        for call in list(outliving):
+            call.cancel()
         if cloud is not None:
             await cloud.aclose()
 
@@ -253,17 +270,23 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
         cloud_times.record(cloud_seconds)
         return response.content, transfer_seconds, cloud_seconds
 
-    def hedge_deadline() -> float | None:
-        """How long a cloud call may take before the edge finishes the request itself: a
-        few times the normal crossing plus the cloud's compute, and never sooner than the
-        local tail takes. None when there is no local tail or nothing normal yet."""
+    def hedge_deadline() -> Hedge | None:
+        """How long a cloud call may take before the edge finishes the request itself.
+
+        With a normal crossing known: a few times it plus the cloud's compute, and never
+        sooner than the local tail takes; a call that late is lost (cancelled). Before
+        one is known (a new pipeline, whose first transfers may meet a collapsed link or
+        a hung cloud): as long as the local tail takes, then race it, so that no request
+        takes more than about twice the quicker of the two (the ski-rental bound). None
+        when there is no local tail."""
         if fallback is None or fallback.expected_s is None:
             return None
         normal = link.normal_seconds()
         if normal is None:
-            return None
+            local = fallback.expected_s + queue.expected_wait_s()
+            return Hedge(after_s=max(HEDGE_MIN_S, local), race=True)
         usual = normal + cloud_times.seconds
-        return max(HEDGE_FACTOR * usual, HEDGE_MIN_S, fallback.expected_s)
+        return Hedge(after_s=max(HEDGE_FACTOR * usual, HEDGE_MIN_S, fallback.expected_s))
 
     def backed_up(size: int) -> bool:
         """Is the link far slower than normal now, and would this frame finish sooner on
@@ -296,10 +319,14 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
         if backed_up(len(frame)):
             return await answer_locally(frame, headers, LocalReason.LINK_BACKLOG)
         cloud_call = asyncio.create_task(call_cloud(frame))
-        deadline = hedge_deadline()
-        if deadline is not None:
-            done, _ = await asyncio.wait({cloud_call}, timeout=deadline)
-            if not done:
+        hedge = hedge_deadline()
+        if hedge is not None:
+            done, _ = await asyncio.wait({cloud_call}, timeout=hedge.after_s)
+            if not done and hedge.race:
+                local = await race_locally(cloud_call, frame, headers)
+                if local is not None:
+                    return local
+            elif not done:
                 # Far later than the link and cloud normally take: finish here. Cancelling
                 # closes the connection, so its bytes stop crowding the link too.
                 cloud_call.cancel()
@@ -323,6 +350,35 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
         }
         # The cloud's frame already holds the model outputs: pass it on without re-encoding.
         return Response(outputs, media_type=wire.CONTENT_TYPE, headers=headers)
+
+    async def race_locally(
+        cloud_call: asyncio.Task[tuple[bytes, float, float]],
+        frame: bytes,
+        headers: dict[str, str],
+    ) -> Response | None:
+        """Run the tail here beside the late cloud call; the local answer if it comes
+        first (None: the cloud's came first). The cloud call is left to finish: its time
+        is what teaches this pipeline the link's normal crossing, and its outcome is what
+        opens or closes the breaker."""
+        # Its own headers: when both finish at once, the cloud's answer is the one sent.
+        local = asyncio.create_task(answer_locally(frame, dict(headers), LocalReason.CLOUD_LATE))
+        done, _ = await asyncio.wait({cloud_call, local}, return_when=asyncio.FIRST_COMPLETED)
+        if cloud_call in done:
+            local.cancel()
+            return None
+        outliving.add(cloud_call)
+        cloud_call.add_done_callback(settle_outlived_call)
+        return await local
+
+    def settle_outlived_call(call: asyncio.Task[tuple[bytes, float, float]]) -> None:
+        outliving.discard(call)
+        if call.cancelled():
+            return
+        error = call.exception()
+        if error is None:
+            breaker.succeeded()
+        elif isinstance(error, CloudDownError):
+            breaker.failed()
 
     async def answer_locally(
         frame: bytes, headers: dict[str, str], reason: LocalReason
@@ -352,7 +408,15 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
     # each one ahead costs ~2-6 µs (12 µs for /metrics and health, measured in-process).
     add_plain_route(app, INFER_PATH, infer, methods=["POST"])
     add_metrics_route(app, metrics)
-    app.include_router(health_router(host))
+
+    def tail_info() -> dict[str, object]:
+        if fallback is None:
+            return {"local_tail": None}
+        return {
+            "local_tail": {"state": fallback.host.state.value, "expected_s": fallback.expected_s}
+        }
+
+    app.include_router(health_router(host, details=tail_info))
 
     @app.get(TRANSFERS_PATH)
     def link_state(after: int = 0) -> dict[str, object]:

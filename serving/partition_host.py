@@ -12,6 +12,7 @@ import enum
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -173,7 +174,10 @@ def start_loading(host: PartitionHost) -> asyncio.Task[None]:
     return asyncio.create_task(host.load(), name=f"load-{host.role.value}-{host.cut}")
 
 
-def health_router(host: PartitionHost) -> APIRouter:
+def health_router(
+    host: PartitionHost, details: Callable[[], dict[str, object]] | None = None
+) -> APIRouter:
+    """Liveness, readiness and ``/v1/partition`` (the host's info, plus ``details``)."""
     router = APIRouter()
 
     @router.get(LIVE_PATH)
@@ -189,7 +193,7 @@ def health_router(host: PartitionHost) -> APIRouter:
 
     @router.get(PARTITION_INFO_PATH)
     def info() -> dict[str, object]:
-        return host.info()
+        return host.info() | (details() if details else {})
 
     return router
 

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from neukonfig.protocol import FALLBACK_HEADER, PIPELINE_HEADER
+from neukonfig.protocol import FALLBACK_HEADER, PARTITION_INFO_PATH, PIPELINE_HEADER
 from tests.services.oip_client import binary_request, outputs_of
 from tests.services.stack import Stack, expected_logits, start_stack
 
@@ -111,3 +111,42 @@ def test_a_dead_cloud_is_answered_by_the_edges_local_tail(
         )
     metrics = httpx.get(f"{edge.url}/metrics").text
     assert 'neukonfig_fallbacks_total{reason="cloud-down"} 3.0' in metrics
+
+
+def test_a_new_pipelines_hung_cloud_is_raced_by_the_local_tail(
+    services, tiny_parts: Path, admin_token: str
+) -> None:
+    """Before a pipeline has had one normal crossing (just started, on a collapsed link
+    or toward a hung cloud) there is no "usual" to call a cloud call late against: once
+    the call outlasts the local tail's own time, the edge runs the tail beside it and
+    answers first, rather than waiting out its cloud timeout (5 s)."""
+    fresh = start_stack(services, tiny_parts, "tiny", admin_token, [5])
+    edge, cloud = fresh.pipelines[5]
+    assert cloud is not None
+    assert cloud.process is not None
+    assert fresh.switch("p5").status_code == 200
+    deadline = time.monotonic() + 30
+    while _local_tail(edge.url).get("state") != "ready":  # preloaded after the head
+        assert time.monotonic() < deadline, _local_tail(edge.url)
+        time.sleep(0.05)
+    cloud.process.send_signal(signal.SIGSTOP)
+    try:
+        response = infer(fresh)
+    finally:
+        cloud.process.send_signal(signal.SIGCONT)
+    assert response.status_code == 200, response.text
+    assert response.headers[FALLBACK_HEADER] == "local-tail; reason=cloud-late"
+    np.testing.assert_allclose(
+        outputs_of(response)["logits"], expected_logits(tiny_parts, BATCH), rtol=1e-4, atol=1e-5
+    )
+    # The raced call was left to finish: once the cloud answers, it closes the breaker
+    # and the next request crosses the link again.
+    while (response := infer(fresh)).headers.get(FALLBACK_HEADER) is not None:
+        assert time.monotonic() < deadline + 30, response.headers[FALLBACK_HEADER]
+        time.sleep(0.05)
+    assert response.status_code == 200, response.text
+
+
+def _local_tail(edge_url: str) -> dict[str, object]:
+    info = httpx.get(f"{edge_url}{PARTITION_INFO_PATH}", timeout=5).json()
+    return info["local_tail"] or {}
