@@ -89,6 +89,7 @@ def cmd_bench_downtime(args: argparse.Namespace) -> int:
         seed=args.seed,
         repeats=args.repeats,
         control=not args.no_control,
+        hosted=args.hosted,
     )
     report = run_downtime(scenario, progress)
     table = markdown_table(report)
@@ -129,6 +130,11 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
         choices=["auto", "tc", "proxy"],
         default="auto",
         help="tc in a network namespace (root) or the user-space proxy; auto: tc when root",
+    )
+    downtime.add_argument(
+        "--hosted",
+        action="store_true",
+        help="partitions as sessions in one edge and one cloud host process (hosted_partitions)",
     )
     add_edge_device_arguments(downtime)
     downtime.add_argument("--edge-threads", type=positive_int, default=1)
@@ -218,6 +224,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         profile_repeats=args.profile_repeats,
         device=edge_device_spec(args, workdir),
         link_kind=resolve_link_kind(args.link),
+        hosted=args.hosted,
     )
     if options.schedule and not options.link_rate:
         raise NeukonfigError("--schedule changes the emulated link: give --link-rate too")
@@ -254,4 +261,10 @@ def _add_up(commands: argparse._SubParsersAction) -> None:
     up.add_argument("--duration", type=float, help="stop after this many seconds")
     up.add_argument("--initial-bandwidth", default="50mbit", help="plan the first cut for this")
     up.add_argument("--profile-repeats", type=positive_int, default=5)
+    up.add_argument(
+        "--hosted",
+        action="store_true",
+        help="run partitions as sessions in one edge and one cloud host process: a new "
+        "pipeline is a session load, not a process start",
+    )
     up.set_defaults(handler=cmd_up)

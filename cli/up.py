@@ -66,6 +66,7 @@ class UpOptions:
     profile_repeats: int
     device: DeviceSpec | None = None
     link_kind: LinkKind = LinkKind.PROXY
+    hosted: bool = False  # partitions as sessions in one host process per side
 
     @property
     def preparation(self) -> PrepareOptions:
@@ -156,7 +157,7 @@ def _serve_stack(
         edge_threads=options.edge_threads,
         edge_slowdown=1.0 if options.device else options.edge_slowdown,
         edge_placement=placement,
-        settings=edge_budget(options.device),
+        settings={"hosted_partitions": options.hosted, **edge_budget(options.device)},
     ) as stack:
         token_file = options.workdir / "admin-token"
         token_file.write_text(stack.admin_token + "\n")

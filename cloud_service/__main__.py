@@ -1,8 +1,10 @@
-"""``python -m cloud_service``: serve the tail partition named by ``NEUKONFIG_CLOUD_*``."""
+"""``python -m cloud_service``: serve the tail partition named by ``NEUKONFIG_CLOUD_*``,
+or with ``hosting`` a host of tails (``serving.hosting``)."""
 
-from cloud_service.app import create_app
+from cloud_service.app import create_app, create_host_app
 from cloud_service.settings import get_settings
 from neukonfig.service import run_uvicorn, settings_or_exit
 
 settings = settings_or_exit(get_settings)
-run_uvicorn(create_app(settings), host=settings.host, port=settings.port)
+app = create_host_app(settings) if settings.hosting else create_app(settings)
+run_uvicorn(app, host=settings.host, port=settings.port)

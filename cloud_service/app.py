@@ -32,6 +32,7 @@ from neukonfig.service import (
     install_error_handlers,
     read_body,
 )
+from serving import hosting
 from serving.bandwidth import arrival_tail
 from serving.compute_queue import ComputeQueue
 from serving.partition_host import PartitionHost, decode_inputs, health_router, start_loading
@@ -44,6 +45,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
         role=Role.CLOUD,
         threads=settings.threads,
         queue=ComputeQueue(max_wait_s=settings.max_queue_wait_s),
+        idle_priority_load=settings.idle_priority_load,
     )
     metrics = Metrics(service="cloud")
 
@@ -100,3 +102,14 @@ def create_app(settings: CloudSettings) -> FastAPI:
         }
 
     return app
+
+
+def create_host_app(settings: CloudSettings) -> FastAPI:
+    """A host of tails (``serving.hosting``): each hosted tail is this module's app."""
+
+    def build(values: dict[str, str]) -> FastAPI:
+        return create_app(CloudSettings(**{**values, "hosting": False, "idle_priority_load": True}))
+
+    return hosting.create_host_app(
+        title="neukonfig cloud partition host", build=build, internal_token=settings.internal_token
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -15,6 +15,16 @@ class CloudSettings(BaseSettings):
     partition_dir: Path = Field(description="Partition directory written by `neukonfig partition`")
     cut: int | None = Field(
         default=None, ge=0, description="Cut whose tail this service runs; unset: probes only"
+    )
+    idle_priority_load: bool = Field(
+        default=False,
+        description="Load and warm up at the idle CPU priority (SCHED_IDLE), so that what this "
+        "process already serves goes first; set for partitions in a host",
+    )
+    hosting: bool = Field(
+        default=False,
+        description="Be a host of tails instead (POST /v1/hosted, serving.hosting): no cut of "
+        "its own",
     )
     threads: int | None = Field(default=None, ge=1, description="onnxruntime intra-op threads")
     host: str = "127.0.0.1"
@@ -30,6 +40,12 @@ class CloudSettings(BaseSettings):
         description="Shared token the partition services require (x-neukonfig-internal-token); "
         "unset: they rely on their network binding",
     )
+
+    @model_validator(mode="after")
+    def _not_both(self) -> CloudSettings:
+        if self.hosting and self.cut is not None:
+            raise ValueError("a host of tails (hosting=true) has no cut of its own")
+        return self
 
 
 @lru_cache

@@ -14,6 +14,7 @@ from controller.backends.base import ServiceHandle
 from controller.core import Controller
 from controller.settings import StrategyName
 from neukonfig.errors import CutNotFoundError
+from neukonfig.protocol import METRICS_PATH
 from neukonfig.service import add_metrics_route, bearer_token_check, install_error_handlers
 
 
@@ -34,7 +35,10 @@ def scrape_target(handle: ServiceHandle) -> dict[str, object]:
     """One Prometheus HTTP service discovery entry: ``neukonfig.cut`` becomes the target
     label ``neukonfig_cut`` (dots are not allowed in label names)."""
     labels = {key.replace(".", "_"): value for key, value in handle.spec.labels.items()}
-    return {"targets": [urlsplit(handle.url).netloc], "labels": labels}
+    url = urlsplit(handle.url)
+    if url.path:  # a partition in a host process, under its mount
+        labels["__metrics_path__"] = url.path + METRICS_PATH
+    return {"targets": [url.netloc], "labels": labels}
 
 
 def scrape_targets(controller: Controller) -> list[dict[str, object]]:

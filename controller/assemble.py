@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from controller.backends.base import Backend
+from controller.backends.hosted import HostedBackend
 from controller.backends.process import ProcessBackend
 from controller.core import Controller
 from controller.gateway_client import GatewayClient
@@ -42,8 +43,18 @@ def build_controller(
         edge_profile=settings.edge_profile,
         cloud_profile=settings.cloud_profile,
     )
+    token = settings.internal_token.get_secret_value() if settings.internal_token else None
+    backend = backend or make_backend(settings)
+    if settings.hosted_partitions:
+        backend = HostedBackend(
+            backend,
+            model=settings.model_name,
+            start_timeout_s=settings.start_timeout_s,
+            internal_token=token,
+            edge_host_threads=settings.edge_host_threads,
+        )
     launcher = PipelineLauncher(
-        backend=backend or make_backend(settings),
+        backend=backend,
         link=link or DirectLink(),
         partition_dir=settings.partition_dir,
         model=settings.model_name,
@@ -53,9 +64,7 @@ def build_controller(
         start_timeout_s=settings.start_timeout_s,
         edge_slowdown=settings.edge_slowdown,
         edge_max_queue_wait_s=settings.edge_max_queue_wait_s,
-        internal_token=(
-            settings.internal_token.get_secret_value() if settings.internal_token else None
-        ),
+        internal_token=token,
     )
     gateway = GatewayClient(settings.gateway_url, token=settings.token)
     return Controller(settings, launcher=launcher, planner=planner, gateway=gateway)

@@ -40,6 +40,7 @@ class SwitchRecord:
     # was (a flip between two ready pipelines); pause_resume's pause otherwise.
     unavailable_s: float | None = None
     error: str | None = None
+    warm: bool | None = None  # the target was already running, as a standby
 
     @property
     def finished(self) -> bool:

@@ -36,6 +36,17 @@ class ControllerSettings(BaseSettings):
     )
     strategy: StrategyName = StrategyName.SWITCH_ON_DEMAND
     backend: str = Field(default="process", description="process, docker or kubernetes")
+    hosted_partitions: bool = Field(
+        default=False,
+        description="Run partitions as sessions in one host process per side (started by the "
+        "backend), so a new pipeline is a session load, not a process start "
+        "(controller/backends/hosted.py)",
+    )
+    edge_host_threads: int = Field(
+        default=4,
+        ge=1,
+        description="Cores the edge host process may use (hosted_partitions): a Pi 4 has 4",
+    )
     state_dir: Path = Field(default=Path(".neukonfig/state"), description="Backend records, logs")
     host: str = "127.0.0.1"
     port: int = Field(default=8300, ge=0, le=65535)

@@ -78,6 +78,7 @@ async def pause_resume(table: PipelineTable, target: int, record: SwitchRecord) 
 async def switch_on_demand(table: PipelineTable, target: int, record: SwitchRecord) -> None:
     """Start the new pipeline beside the old one; when ready, flip, drain and stop the old."""
     clock = _Clock()
+    record.warm = False
     new = await table.launch(target)
     record.ready_after_s = clock.elapsed()
     old = table.active
@@ -95,7 +96,9 @@ async def switch_standby(table: PipelineTable, target: int, record: SwitchRecord
     the old one stays warm as a standby. The controller refreshes the standbys once this
     switch is recorded as done."""
     clock = _Clock()
-    new = table.standby_for(target) or await table.launch(target)
+    standby = table.standby_for(target)
+    record.warm = standby is not None
+    new = standby or await table.launch(target)
     record.ready_after_s = clock.elapsed()
     outcome = await table.activate(new, StrategyName.SWITCH_STANDBY.value)
     record.switched_after_s = clock.elapsed()

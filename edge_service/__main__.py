@@ -17,11 +17,13 @@ def main(argv: list[str]) -> None:
         settings = settings_or_exit(GatewaySettings)
         header_timeout_s = settings.header_timeout_s
     elif argv == ["partition"]:
-        from edge_service.partition_app import create_app
+        from edge_service.partition_app import create_app, create_host_app
         from edge_service.settings import EdgePartitionSettings
 
         settings = settings_or_exit(EdgePartitionSettings)
         header_timeout_s = HEADER_TIMEOUT_S
+        if settings.hosting:
+            create_app = create_host_app  # type: ignore[assignment]
     else:
         raise SystemExit(USAGE)
     run_uvicorn(

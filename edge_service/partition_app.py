@@ -59,6 +59,7 @@ from neukonfig.service import (
     internal_headers,
     read_body,
 )
+from serving import hosting
 from serving.compute_queue import ComputeQueue
 from serving.partition_host import (
     LoadState,
@@ -133,12 +134,13 @@ class LocalTail:
     def __init__(self, settings: EdgePartitionSettings, queue: ComputeQueue) -> None:
         self.host = PartitionHost(
             directory=settings.partition_dir,
-            cut=settings.cut,
+            cut=settings.head_cut,
             role=Role.CLOUD,
             threads=settings.threads,
             slowdown=settings.slowdown,
             share_weights=settings.share_weights,
             queue=queue,
+            idle_priority_load=True,  # loaded while the head serves
         )
         self._loading: asyncio.Task[None] | None = None
 
@@ -183,12 +185,13 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
     queue = ComputeQueue(max_wait_s=settings.max_queue_wait_s)
     host = PartitionHost(
         directory=settings.partition_dir,
-        cut=settings.cut,
+        cut=settings.head_cut,
         role=Role.EDGE,
         threads=settings.threads,
         slowdown=settings.slowdown,
         share_weights=settings.share_weights,
         queue=queue,
+        idle_priority_load=settings.idle_priority_load,
     )
     metrics = Metrics(service="edge")
     cloud = (
@@ -424,3 +427,16 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
         return link.snapshot(after)
 
     return app
+
+
+def create_host_app(settings: EdgePartitionSettings) -> FastAPI:
+    """A host of heads (``serving.hosting``): each hosted head is this module's app."""
+
+    def build(values: dict[str, str]) -> FastAPI:
+        return create_app(
+            EdgePartitionSettings(**{**values, "hosting": False, "idle_priority_load": True})
+        )
+
+    return hosting.create_host_app(
+        title="neukonfig edge partition host", build=build, internal_token=settings.internal_token
+    )

@@ -16,7 +16,19 @@ class EdgePartitionSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NEUKONFIG_EDGE_")
 
     partition_dir: Path = Field(description="Partition directory written by `neukonfig partition`")
-    cut: int = Field(ge=0, description="Cut index whose head this service runs")
+    cut: int | None = Field(
+        default=None, ge=0, description="Cut index whose head this service runs (unless hosting)"
+    )
+    idle_priority_load: bool = Field(
+        default=False,
+        description="Load and warm up at the idle CPU priority (SCHED_IDLE), so that what this "
+        "process already serves goes first; set for partitions in a host",
+    )
+    hosting: bool = Field(
+        default=False,
+        description="Be a host of heads instead (POST /v1/hosted, serving.hosting): no cut of "
+        "its own",
+    )
     cloud_url: str | None = Field(
         default=None, description="Base URL of the cloud partition of the same cut (not for cut N)"
     )
@@ -95,6 +107,19 @@ class EdgePartitionSettings(BaseSettings):
     @classmethod
     def _reachable_by_peer_client(cls, url: str | None) -> str | None:
         return check_base_url(url) if url is not None else None
+
+    @model_validator(mode="after")
+    def _a_cut_or_a_host(self) -> EdgePartitionSettings:
+        if self.hosting == (self.cut is not None):
+            raise ValueError("set either cut (serve that head) or hosting=true (a host of heads)")
+        return self
+
+    @property
+    def head_cut(self) -> int:
+        """The cut whose head this service runs (the validator makes it set, not hosting)."""
+        if self.cut is None:
+            raise ValueError("a host of heads has no cut of its own")
+        return self.cut
 
 
 class GatewaySettings(BaseSettings):

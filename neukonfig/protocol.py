@@ -15,6 +15,9 @@ PARTITION_INFO_PATH = "/v1/partition"
 METRICS_PATH = "/metrics"
 LIVE_PATH = "/health/live"
 READY_PATH = "/health/ready"
+# A partition host (serving.hosting): its hosted partitions, each mounted under the prefix.
+HOSTED_PATH = "/v1/hosted"
+HOSTED_PREFIX = "/hosted"
 
 # Stage timings ride on the response, so the gateway needs no second round trip.
 COMPUTE_SECONDS_HEADER = "x-neukonfig-compute-seconds"  # cloud -> edge

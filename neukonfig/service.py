@@ -104,14 +104,29 @@ class InternalTokenGuard:
     ``x-neukonfig-internal-token``, so a partition service reachable on a network answers
     only the gateway, its edge peer and the controller."""
 
-    def __init__(self, app: ASGIApp, *, token: str, open_paths: frozenset[str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        token: str,
+        open_paths: frozenset[str],
+        open_prefixes: tuple[str, ...] = (),
+    ) -> None:
         self.app = app
         self.token = token.encode()
         self.open_paths = open_paths
+        self.open_prefixes = open_prefixes
         self.header = INTERNAL_TOKEN_HEADER.encode()
 
+    def _open(self, scope: Scope) -> bool:
+        # Mounted under a partition host, the path still carries the mount's prefix.
+        path, root = scope["path"], scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        return path in self.open_paths or path.startswith(self.open_prefixes)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in self.open_paths:
+        if scope["type"] == "http" and not self._open(scope):
             given = next((v for k, v in scope["headers"] if k == self.header), b"")
             if not hmac.compare_digest(given, self.token):
                 message = f"this service answers only requests carrying {INTERNAL_TOKEN_HEADER}"
@@ -120,13 +135,19 @@ class InternalTokenGuard:
         await self.app(scope, receive, send)
 
 
-def guard_internal_routes(app: FastAPI, token: SecretStr | None) -> None:
+def guard_internal_routes(
+    app: FastAPI, token: SecretStr | None, *, open_prefixes: tuple[str, ...] = ()
+) -> None:
     """Require the internal token when one is configured; without one the service relies
-    on its network binding (loopback by default)."""
+    on its network binding (loopback by default). ``open_prefixes``: paths some mounted
+    app guards itself."""
     if token is not None:
         open_paths = frozenset({LIVE_PATH, READY_PATH, METRICS_PATH})
         app.add_middleware(
-            InternalTokenGuard, token=token.get_secret_value(), open_paths=open_paths
+            InternalTokenGuard,
+            token=token.get_secret_value(),
+            open_paths=open_paths,
+            open_prefixes=open_prefixes,
         )
 
 

@@ -70,6 +70,7 @@ class DowntimeScenario:
     link: LinkKind = LinkKind.PROXY
     repeats: int = 1
     control: bool = True
+    hosted: bool = False  # partitions as sessions in one host process per side
 
     @property
     def runs(self) -> list[str]:
@@ -172,6 +173,7 @@ def run_downtime(scenario: DowntimeScenario, progress: Callable[[str], None]) ->
         "rate_per_s": scenario.rate_per_s,
         "duration_s": scenario.duration_s,
         "repeats": scenario.repeats,
+        "hosted_partitions": scenario.hosted,
         "edge_threads": scenario.edge_threads,
         "seed": scenario.seed,
         "machine": machine(),
@@ -227,7 +229,11 @@ def _serve_through_schedule(
             edge_slowdown=1.0 if device is not None else scenario.edge_slowdown,
             initial_bandwidth=format_bandwidth(scenario.schedule[0][1]),
             edge_placement=placement,
-            settings={"auto": name != CONTROL, **edge_budget(scenario.device)},
+            settings={
+                "auto": name != CONTROL,
+                "hosted_partitions": scenario.hosted,
+                **edge_budget(scenario.device),
+            },
         ) as stack:
             client = ProbeClient(
                 url=stack.infer_url,
@@ -284,9 +290,10 @@ async def _sample_memory(
     """The edge device's cgroup (every process in it, pipelines still starting included),
     and PSS of the gateway and the registered edge partitions beside it."""
     while True:
-        pids = [gateway.process.pid] if gateway.process else []
-        pids += [int(p.edge.backend_id) for p in list(controller.pipelines.values())]
-        pss, _ = await asyncio.to_thread(edge_memory, pids)
+        pids = {gateway.process.pid} if gateway.process else set()
+        # A hosted partition's id is its host's pid, then its name: count each host once.
+        pids |= {int(p.edge.backend_id.split("/")[0]) for p in list(controller.pipelines.values())}
+        pss, _ = await asyncio.to_thread(edge_memory, sorted(pids))
         cgroup = device.memory()[0] if device is not None else None
         at = time.perf_counter() - client.started
         estimate, decision = controller.estimator.current, controller.last_decision
@@ -392,6 +399,7 @@ def _switch_view(
         "ready_after_s": _after(trigger, record.ready_after_s, change),
         "flipped_after_s": _after(trigger, record.switched_after_s, change),
         "unavailable_s": record.unavailable_s,
+        "warm": record.warm,
     }
     if record.switched_after_s is not None:
         steady = steady_latencies(records, record.to_cut, change, phase_end)
@@ -469,6 +477,8 @@ def summarize(runs: list[dict[str, object]]) -> dict[str, object]:
         "wrong_answers": spread([run["wrong_answers"] for run in runs]),  # type: ignore[misc]
         "reactions": per_change,
         "switches_per_run": spread([len(run["switches"]) for run in runs]),  # type: ignore[arg-type]
+        "switches_to_a_warm_cut": sum(1 for s in switches if s.get("warm")),
+        "switches": len(switches),
         "unavailable_s": spread([s["unavailable_s"] for s in switches]),
         "in_flight_max_s": spread([s["in_flight_max_s"] for s in flipped]),
         "first_on_new_max_s": spread([s["first_on_new_max_s"] for s in flipped]),
@@ -521,7 +531,12 @@ def markdown_table(report: dict[str, object]) -> str:
     repeats = report["repeats"]
     lines = [
         f"Emulated edge: {emulated['edge']}. Link: {emulated['link']}. "  # type: ignore[index]
-        f"{report['rate_per_s']:g} req/s open loop, {repeats} repeat(s): median [min–max].",
+        f"{report['rate_per_s']:g} req/s open loop, {repeats} repeat(s): median [min–max]."
+        + (
+            " Partitions hosted: one edge and one cloud host process."
+            if report.get("hosted_partitions")
+            else ""
+        ),
         "",
         "| run | change | cut before → settled | change → right cut (s) | p99 in the 10 s "
         "after (s) | steady p99 of the settled cut (s) | p99 / steady | max in the 10 s after "
@@ -553,10 +568,11 @@ def markdown_table(report: dict[str, object]) -> str:
             lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        "| run | failed / wrong / sent | switches per run | admission unavailability | "
-        "in flight across a flip, max (s) | first 20 on the new pipeline, max (s) | its steady "
-        "median (s) | edge memory, cgroup steady / peak (MB) | PSS steady / peak (MB) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| run | failed / wrong / sent | switches per run | to a cut already warm | admission "
+        "unavailability | in flight across a flip, max (s) | first 20 on the new pipeline, max "
+        "(s) | its steady median (s) | edge memory, cgroup steady / peak (MB) | PSS steady / "
+        "peak (MB) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, summary in report["summary"].items():  # type: ignore[union-attr]
         memory = summary["edge_memory"]
@@ -565,6 +581,7 @@ def markdown_table(report: dict[str, object]) -> str:
             f"{_cell(summary['failed'])} / {_cell(summary['wrong_answers'])} / "
             f"{_cell(summary['requests'])}",
             _cell(summary["switches_per_run"]),
+            f"{summary.get('switches_to_a_warm_cut', 0)} of {summary.get('switches', 0)}",
             _unavailability_cell(summary["unavailable_s"]),
             _cell(summary["in_flight_max_s"]),
             _cell(summary["first_on_new_max_s"]),

@@ -9,7 +9,13 @@ times as fast as one core of this machine:
   holds the memory limit;
 - each process gets a child cgroup limited to ``threads * speed`` cores, so that one
   single-threaded head runs at the speed of one device core, not of the device's
-  cores pooled together (``threads``: its onnxruntime threads, 1 for the gateway).
+  cores pooled together (``threads``: its onnxruntime threads, 1 for the gateway);
+- a process given several cores that runs several single-threaded things at once (a
+  partition host: the active head, a load, a local tail) has, on cgroup v1, each of
+  its threads moved into a cgroup of one device core as it appears (``ThreadCaps``,
+  polling every 10 ms): a run still takes one core's time, while a load beside it
+  takes another core, as on the device. (A new thread runs uncapped until the next
+  poll; v2 needs threaded cgroups and does not cap threads: said in the log.)
 
 The CPU period is 10 ms, so throttling slices requests finely instead of adding
 100 ms steps. cgroup v1 (per-controller mounts, as on this machine) and v2 (the unified
@@ -25,6 +31,7 @@ import logging
 import os
 import secrets
 import shlex
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +96,50 @@ def cgroups_available() -> bool:
     return os.geteuid() == 0 and cgroup_version() is not None
 
 
+class ThreadCaps:
+    """Moves every thread of the ``procmt-*`` process cgroups under ``cpu_dir`` into a
+    cgroup of its own capped at ``quota_us`` per period (one device core), as it appears.
+    cgroup v1 only: there a cgroup's ``tasks`` lists thread ids, and a thread can be moved
+    alone. Runs in this (the testbed's) process, outside the device."""
+
+    POLL_S = 0.01
+
+    def __init__(self, cpu_dir: Path, quota_us: int) -> None:
+        self.cpu_dir = cpu_dir
+        self.quota_us = quota_us
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="thread-caps", daemon=True)
+
+    def start(self) -> ThreadCaps:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.POLL_S):
+            for process_dir in self.cpu_dir.glob("procmt-*"):
+                with contextlib.suppress(OSError):  # the process or thread just exited
+                    self._cap_new_threads(process_dir)
+
+    def _cap_new_threads(self, process_dir: Path) -> None:
+        # A new thread starts in its creator's cgroup: the process's, or a capped thread's.
+        for group in [process_dir, *process_dir.glob("t-*")]:
+            for tid in (group / "tasks").read_text().split():
+                if group.name != f"t-{tid}":
+                    self._cap(process_dir, tid)
+
+    def _cap(self, process_dir: Path, tid: str) -> None:
+        thread_dir = process_dir / f"t-{tid}"
+        with contextlib.suppress(FileExistsError):
+            thread_dir.mkdir()
+            (thread_dir / "cpu.cfs_period_us").write_text(str(PERIOD_US))
+            (thread_dir / "cpu.cfs_quota_us").write_text(str(self.quota_us))
+        (thread_dir / "tasks").write_text(tid)
+
+
 class EdgeDevice:
     """One emulated device: a cgroup made on ``open`` and removed on ``close``."""
 
@@ -97,6 +148,7 @@ class EdgeDevice:
         self.version = cgroup_version()
         self.name = f"neukonfig-edge-{os.getpid()}-{secrets.token_hex(3)}"
         self._opened = False
+        self._thread_caps: ThreadCaps | None = None
 
     # -- paths ----------------------------------------------------------------------
 
@@ -127,6 +179,9 @@ class EdgeDevice:
             self.close()
             raise EdgeDeviceError(f"cannot make the edge device's cgroup: {error}") from error
         self._opened = True
+        if self.version == 1:
+            quota = max(1000, round(self.spec.speed * PERIOD_US))
+            self._thread_caps = ThreadCaps(self.cpu_dir, quota).start()
         log.info("edge device %s at %s", self.spec.describe(), self.cpu_dir)
         return self
 
@@ -155,7 +210,12 @@ class EdgeDevice:
     def close(self) -> None:
         """Remove the cgroups. The processes in them must have exited: a cgroup that
         still holds one cannot be removed, and is named in the log."""
-        for directory in sorted(self.cpu_dir.glob("proc-*")) if self.cpu_dir.exists() else []:
+        if self._thread_caps is not None:
+            self._thread_caps.stop()
+            self._thread_caps = None
+        for directory in sorted(self.cpu_dir.glob("proc*-*")) if self.cpu_dir.exists() else []:
+            for thread_dir in sorted(directory.glob("t-*")):
+                self._remove(thread_dir)
             self._remove(directory)
         self._remove(self.cpu_dir)
         if self.version == 1:
@@ -188,9 +248,11 @@ class EdgeDevice:
         quota = max(1000, round(min(threads, self.spec.cores) * self.spec.speed * PERIOD_US))
         cpu, memory = shlex.quote(str(self.cpu_dir)), shlex.quote(str(self.memory_dir))
         cpuacct = shlex.quote(str(self.cpuacct_dir))
+        # ``procmt-``: several cores, each thread capped at one (``ThreadCaps``).
+        kind = "procmt" if threads > 1 else "proc"
         if self.version == 1:
             script = (
-                f'child={cpu}/proc-$$; mkdir "$child"; '
+                f'child={cpu}/{kind}-$$; mkdir "$child"; '
                 f'echo {PERIOD_US} > "$child"/cpu.cfs_period_us; '
                 f'echo {quota} > "$child"/cpu.cfs_quota_us; '
                 f'echo $$ > "$child"/cgroup.procs; echo $$ > {memory}/cgroup.procs; '
@@ -198,6 +260,8 @@ class EdgeDevice:
                 'exec "$@"'
             )
         else:
+            if threads > 1:
+                log.warning("cgroup v2: the threads of a %d-core process are not capped", threads)
             script = (
                 f'child={cpu}/proc-$$; mkdir "$child"; '
                 f"echo '{quota} {PERIOD_US}' > \"$child\"/cpu.max; "
@@ -224,7 +288,9 @@ class EdgeDevice:
         """``cpu.stat`` summed over the device and each process's child cgroup: periods,
         throttled periods and throttled time (v1), or usage and throttling (v2)."""
         total: dict[str, int] = {}
-        for directory in [self.cpu_dir, *sorted(self.cpu_dir.glob("proc-*"))]:
+        processes = sorted(self.cpu_dir.glob("proc*-*"))
+        threads = sorted(self.cpu_dir.glob("procmt-*/t-*"))
+        for directory in [self.cpu_dir, *processes, *threads]:
             text = (directory / "cpu.stat").read_text()
             for key, value in (line.split() for line in text.splitlines()):
                 total[key] = total.get(key, 0) + int(value)

@@ -76,6 +76,8 @@ class ShapedLink:
         self._bucket: TokenBucket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._servers: dict[str, asyncio.Server] = {}
+        self._users: dict[str, int] = {}  # URLs routed per host:port
+        self._routing = threading.Lock()
         self._thread: threading.Thread | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
@@ -99,17 +101,31 @@ class ShapedLink:
         return port
 
     def route(self, url: str) -> str:
-        """Thread-safe: a shaped URL for ``url`` (http://host:port), made on the link's loop."""
+        """Thread-safe: a shaped URL for ``url`` (http://host:port[/prefix]), made on the
+        link's loop. URLs on one host and port (partitions in one host process) share
+        its route, which lasts until the last of them is unrouted."""
         parsed = urlsplit(url)
         assert self._loop is not None, "open the link first"
-        coroutine = self.add_route(parsed.hostname or "127.0.0.1", parsed.port or 80)
-        port = asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=10)
-        return f"{parsed.scheme}://{self.listen_host}:{port}"
+        key = f"{parsed.hostname}:{parsed.port}"
+        with self._routing:
+            if key not in self._servers:
+                coroutine = self.add_route(parsed.hostname or "127.0.0.1", parsed.port or 80)
+                asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=10)
+            self._users[key] = self._users.get(key, 0) + 1
+            port = self._servers[key].sockets[0].getsockname()[1]
+        return f"{parsed.scheme}://{self.listen_host}:{port}{parsed.path}"
 
     def unroute(self, url: str) -> None:
-        """Stop forwarding to ``url`` (the original URL given to ``route``)."""
+        """Stop forwarding to ``url`` (the original URL given to ``route``), once nothing
+        else routed on its host and port is left."""
         parsed = urlsplit(url)
-        server = self._servers.pop(f"{parsed.hostname}:{parsed.port}", None)
+        key = f"{parsed.hostname}:{parsed.port}"
+        with self._routing:
+            self._users[key] = self._users.get(key, 1) - 1
+            if self._users[key] > 0:
+                return
+            self._users.pop(key, None)
+            server = self._servers.pop(key, None)
         if server is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(server.close)
 

@@ -83,6 +83,41 @@ def test_bandwidth_drop_moves_to_the_new_best_cut(
     assert not list((tmp_path / "state").glob("*.json")), "every started service was stopped"
 
 
+@pytest.mark.parametrize(
+    "strategy", [StrategyName.SWITCH_ON_DEMAND, StrategyName.SWITCH_STANDBY], ids=str
+)
+def test_hosted_partitions_switch_as_sessions_in_two_host_processes(
+    strategy, slow_edge_tiny, gateway, token, link, tmp_path
+) -> None:
+    """``hosted_partitions``: every edge partition is a session in one edge host process
+    and every tail (and the probe) in one cloud host; the drop is served as before, and
+    the hosts go when the controller stops."""
+    state = tmp_path / "state"
+    settings = settings_for(
+        slow_edge_tiny, gateway, token, state, strategy=strategy, hosted_partitions=True
+    )
+    controller = build_controller(settings, link=link)
+    hosts: set[str] = set()
+    original = controller.launcher.start
+
+    async def start_and_note(cut: int, codec: str = "none"):
+        pipeline = await original(cut, codec)
+        for service in (pipeline.edge, pipeline.cloud):
+            if service is not None:
+                assert "/hosted/" in service.url, service.url
+                hosts.add(service.url.split("/hosted/")[0])
+        return pipeline
+
+    controller.launcher.start = start_and_note  # type: ignore[method-assign]
+    results = asyncio.run(drop_bandwidth_scenario(controller, slow_edge_tiny, gateway.url, link))
+
+    assert [(r.from_cut, r.to_cut) for r in controller.history] == [(CUT_AT_HIGH, CUT_AT_LOW)]
+    assert [r for r in results if not r.ok] == []
+    assert any(r.ok and r.cut == CUT_AT_LOW for r in results)
+    assert len(hosts) == 2, f"one edge host and one cloud host: {hosts}"
+    assert not list(state.glob("*.json")), "the hosts were stopped with the last partition"
+
+
 def test_bandwidth_recovery_moves_back_using_probes(slow_edge_tiny, gateway, token, link, tmp_path):
     """At cut 11 only 256 bytes cross per request: too thin to estimate from, so the
     controller probes the link, sees it recover, and moves back to cut 0."""

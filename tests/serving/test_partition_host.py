@@ -8,11 +8,15 @@ which is what a run looks like to its CPU clock while another process holds the 
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from models.runtime import Role
-from serving.partition_host import LoadState, PartitionHost
+from serving.partition_host import LoadState, PartitionHost, in_idle_thread
 
 SLOWDOWN = 8
 
@@ -46,3 +50,28 @@ def test_time_without_the_cpu_is_not_multiplied() -> None:
     # Old behaviour: 8 x 0.2 s = 1.6 s for a run that computed nothing while it waited.
     _, seconds = asyncio.run(_host(StandInPartition(descheduled_s=0.2)).run({}))
     assert 0.2 <= seconds < 0.2 + SLOWDOWN * 0.2 / 2
+
+
+def test_an_idle_priority_load_runs_at_the_idle_class_on_a_thread_of_its_own() -> None:
+    """A load beside serving work runs at SCHED_IDLE (Linux), on a thread that ends with
+    it, so the pool threads that run requests keep their priority; failures reach the
+    caller."""
+
+    def policy_and_thread() -> tuple[int, int]:
+        return os.sched_getscheduler(0), threading.get_ident()
+
+    async def scenario() -> tuple[tuple[int, int], tuple[int, int]]:
+        idle = await in_idle_thread(policy_and_thread)
+        pooled = await asyncio.to_thread(policy_and_thread)
+        return idle, pooled
+
+    (idle_policy, idle_thread), (pool_policy, _) = asyncio.run(scenario())
+    assert idle_policy == os.SCHED_IDLE
+    assert pool_policy == os.SCHED_OTHER
+    assert idle_thread not in {t.ident for t in threading.enumerate()}, "the thread ended"
+
+    def failing() -> None:
+        raise ValueError("no such partition")
+
+    with pytest.raises(ValueError, match="no such partition"):
+        asyncio.run(in_idle_thread(failing))

@@ -61,6 +61,33 @@ def test_the_whole_device_is_capped_too() -> None:
     assert share < 0.5 * 1.15
 
 
+def test_a_process_given_several_cores_runs_each_thread_at_one_device_core() -> None:
+    """A process placed with 2 cores (a partition host) whose one busy thread (not its
+    main one) gets one device core, not the two the process may use: a single-threaded
+    run in a host is not sped up by the cores the host has for other work."""
+    busy = (
+        "import threading, time\n"
+        "def spin():\n"
+        "    t = time.time()\n"
+        f"    while time.time() - t < {BUSY_S}: pass\n"
+        "    print(time.thread_time())\n"
+        "worker = threading.Thread(target=spin); worker.start(); worker.join()"
+    )
+    with device(speed=0.125) as edge:
+        done = subprocess.run(
+            [*edge.command_prefix(2), sys.executable, "-c", busy],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        used = float(done.stdout)
+        capped = list(edge.cpu_dir.glob("procmt-*/t-*"))
+    assert len(capped) >= 2, "the main thread and the worker were capped"
+    # 1/8 of a core (uncapped: the process's 2/8), and a new thread runs uncapped until
+    # the next poll (10 ms).
+    assert BUSY_S * 0.125 * 0.5 < used < BUSY_S * 0.125 * 1.15 + 0.03, used
+
+
 def test_an_edge_partition_loads_its_model_more_slowly_on_the_device(
     tiny_parts: Path, tmp_path: Path
 ) -> None:
