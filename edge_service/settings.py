@@ -82,8 +82,9 @@ class EdgePartitionSettings(BaseSettings):
     )
     preload_local_tail: bool = Field(
         default=True,
-        description="Load the local tail after the head, so that requests can finish here "
-        "when the link is backed up (not only when the cloud fails)",
+        description="Load the local tail after the head, once it serves its first request "
+        "(a standby's stays unloaded), so that requests can finish here when the link is "
+        "backed up (not only when the cloud fails)",
     )
     local_margin: float = Field(
         default=1.2,

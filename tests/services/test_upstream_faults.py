@@ -12,7 +12,12 @@ import httpx
 import numpy as np
 import pytest
 
-from neukonfig.protocol import FALLBACK_HEADER, PARTITION_INFO_PATH, PIPELINE_HEADER
+from neukonfig.protocol import (
+    FALLBACK_HEADER,
+    PARTITION_INFO_PATH,
+    PIPELINE_HEADER,
+    TRANSFERS_PATH,
+)
 from tests.services.oip_client import binary_request, outputs_of
 from tests.services.stack import Stack, expected_logits, start_stack
 
@@ -125,10 +130,15 @@ def test_a_new_pipelines_hung_cloud_is_raced_by_the_local_tail(
     assert cloud is not None
     assert cloud.process is not None
     assert fresh.switch("p5").status_code == 200
+    assert _local_tail(edge.url)["state"] == "unloaded", "a head that served nothing: no tail"
+    assert_serves(fresh, tiny_parts)  # its first request: the tail loads after it
     deadline = time.monotonic() + 30
-    while _local_tail(edge.url).get("state") != "ready":  # preloaded after the head
+    while _local_tail(edge.url).get("state") != "ready":
         assert time.monotonic() < deadline, _local_tail(edge.url)
         time.sleep(0.05)
+    # That one crossing opened the connection: a cold transfer, which teaches no normal.
+    transfers = httpx.get(f"{edge.url}{TRANSFERS_PATH}", timeout=5).json()["transfers"]
+    assert [t["warm"] for t in transfers] == [False]
     cloud.process.send_signal(signal.SIGSTOP)
     try:
         response = infer(fresh)
