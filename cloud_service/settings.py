@@ -6,25 +6,17 @@ from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from serving.hosting import HostingSettings
 
 
-class CloudSettings(BaseSettings):
+class CloudSettings(HostingSettings):
     model_config = SettingsConfigDict(env_prefix="NEUKONFIG_CLOUD_")
 
     partition_dir: Path = Field(description="Partition directory written by `neukonfig partition`")
     cut: int | None = Field(
         default=None, ge=0, description="Cut whose tail this service runs; unset: probes only"
-    )
-    idle_priority_load: bool = Field(
-        default=False,
-        description="Load and warm up at the idle CPU priority (SCHED_IDLE), so that what this "
-        "process already serves goes first; set for partitions in a host",
-    )
-    hosting: bool = Field(
-        default=False,
-        description="Be a host of tails instead (POST /v1/hosted, serving.hosting): no cut of "
-        "its own",
     )
     threads: int | None = Field(default=None, ge=1, description="onnxruntime intra-op threads")
     host: str = "127.0.0.1"

@@ -10,24 +10,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from neukonfig.codecs import Codec
 from neukonfig.peer_client import check_base_url
+from serving.hosting import HostingSettings
 
 
-class EdgePartitionSettings(BaseSettings):
+class EdgePartitionSettings(HostingSettings):
     model_config = SettingsConfigDict(env_prefix="NEUKONFIG_EDGE_")
 
     partition_dir: Path = Field(description="Partition directory written by `neukonfig partition`")
     cut: int | None = Field(
         default=None, ge=0, description="Cut index whose head this service runs (unless hosting)"
-    )
-    idle_priority_load: bool = Field(
-        default=False,
-        description="Load and warm up at the idle CPU priority (SCHED_IDLE), so that what this "
-        "process already serves goes first; set for partitions in a host",
-    )
-    hosting: bool = Field(
-        default=False,
-        description="Be a host of heads instead (POST /v1/hosted, serving.hosting): no cut of "
-        "its own",
     )
     cloud_url: str | None = Field(
         default=None, description="Base URL of the cloud partition of the same cut (not for cut N)"

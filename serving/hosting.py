@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI, Response
 from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings
 from starlette.routing import Mount
 
 from neukonfig.errors import ConflictError, NeukonfigError
@@ -36,6 +37,22 @@ from neukonfig.service import guard_internal_routes, install_error_handlers
 # Settings a host is told that it must not show again (``GET /v1/hosted``).
 SECRET_SETTINGS = frozenset({"internal_token"})
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+class HostingSettings(BaseSettings):
+    """What makes a partition service a host, or a partition loaded inside one; each
+    service's settings class adds its own fields and env prefix."""
+
+    hosting: bool = Field(
+        default=False,
+        description="Be a host of partitions of this kind instead (POST /v1/hosted): no cut "
+        "of its own",
+    )
+    idle_priority_load: bool = Field(
+        default=False,
+        description="Load and warm up at the idle CPU priority (SCHED_IDLE), so that what this "
+        "process already serves goes first; set for partitions in a host",
+    )
 
 
 class HostedSpec(BaseModel):
