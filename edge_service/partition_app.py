@@ -7,7 +7,7 @@ its cloud peer over a pool of keep-alive connections (``neukonfig.peer_client``)
 
 Cut N (all-edge) never touches the network; cut 0 (all-cloud) forwards the raw input.
 When the cloud partition cannot answer (unreachable, timed out, 5xx), the edge runs the
-tail itself (``LocalTail``, preloaded after the head) and marks the answer with
+tail itself (``LocalTail``, loaded after the head's first request) and marks the answer with
 ``x-neukonfig-fallback``; a ``CloudBreaker`` then keeps requests off the failed cloud
 for ``cloud_retry_s`` before one request tries it again. A cloud call far later than
 usual is cancelled and finished here; before this pipeline knows what usual is, a call
@@ -289,16 +289,17 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
         sooner than the local tail takes; a call that late is lost (cancelled). Before
         one is known (a new pipeline, whose first transfers may meet a collapsed link or
         a hung cloud): as long as the local tail takes, then race it, so that no request
-        takes more than about twice the quicker of the two (the ski-rental bound). None
-        when there is no local tail."""
-        if fallback is None or fallback.expected_s is None:
+        takes more than about twice the quicker of the two (the ski-rental bound). The
+        local tail loads after the head's first request: until it has, its time counts
+        as 0 and finishing here waits for the load. None when there is no local tail."""
+        if fallback is None:
             return None
+        local = fallback.expected_s or 0.0
         normal = link.normal_seconds()
         if normal is None:
-            local = fallback.expected_s + queue.expected_wait_s()
-            return Hedge(after_s=max(HEDGE_MIN_S, local), race=True)
+            return Hedge(after_s=max(HEDGE_MIN_S, local + queue.expected_wait_s()), race=True)
         usual = normal + cloud_times.seconds
-        return Hedge(after_s=max(HEDGE_FACTOR * usual, HEDGE_MIN_S, fallback.expected_s))
+        return Hedge(after_s=max(HEDGE_FACTOR * usual, HEDGE_MIN_S, local))
 
     def backed_up(size: int) -> bool:
         """Is the link far slower than normal now, and would this frame finish sooner on
@@ -369,18 +370,21 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
         headers: dict[str, str],
     ) -> Response | None:
         """Run the tail here beside the late cloud call; the local answer if it comes
-        first (None: the cloud's came first). The cloud call is left to finish: its time
-        is what teaches this pipeline the link's normal crossing, and its outcome is what
-        opens or closes the breaker."""
+        first (None: the cloud's came first, or the tail failed: wait for the cloud).
+        The cloud call is left to finish: its time is what teaches this pipeline the
+        link's normal crossing, and its outcome is what opens or closes the breaker."""
         # Its own headers: when both finish at once, the cloud's answer is the one sent.
         local = asyncio.create_task(answer_locally(frame, dict(headers), LocalReason.CLOUD_LATE))
         done, _ = await asyncio.wait({cloud_call, local}, return_when=asyncio.FIRST_COMPLETED)
         if cloud_call in done:
             local.cancel()
             return None
+        if local.exception() is not None:
+            log.warning("local tail failed, waiting for the cloud: %s", local.exception())
+            return None
         outliving.add(cloud_call)
         cloud_call.add_done_callback(settle_outlived_call)
-        return await local
+        return local.result()
 
     def settle_outlived_call(call: asyncio.Task[tuple[bytes, float, float]]) -> None:
         outliving.discard(call)

@@ -157,14 +157,15 @@ def partition_fault(
     role: str = "cloud",
 ) -> Steps:
     """kill -9 (SIGKILL) or hang (SIGSTOP) the active pipeline's cloud (or ``role="edge"``:
-    edge) partition mid-traffic."""
+    edge) partition mid-traffic; a hosted partition's host process, and so everything
+    it hosts."""
 
     async def steps(run: FaultRun, client: ProbeClient) -> None:
         broken = controller.active
         assert broken is not None
         service = broken.edge if role == "edge" else broken.cloud
         assert service is not None
-        pid = int(service.backend_id)
+        pid = int(service.backend_id.split("/")[0])  # a hosted one's: its host's pid
         try:
             await asyncio.sleep(1.5)
             run.fault_at_s = time.perf_counter() - client.started

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -29,7 +30,7 @@ from controller.backends.base import (
     ServiceState,
     poll_until_ready,
 )
-from neukonfig.protocol import HOSTED_PATH, HOSTED_PREFIX, INTERNAL_TOKEN_HEADER
+from neukonfig.protocol import HOSTED_PATH, HOSTED_PREFIX, INTERNAL_TOKEN_HEADER, LIVE_PATH
 
 HOST_ROLES = {ServiceKind.EDGE_PARTITION: "edge-host", ServiceKind.CLOUD_PARTITION: "cloud-host"}
 # Host-wide settings: what every hosted partition of a side shares (the process's own).
@@ -68,8 +69,10 @@ class HostedBackend(Backend):
         try:
             response = await self._http.post(host.url + HOSTED_PATH, json=body)
         except httpx.HTTPError as error:
+            await self._stop_if_idle(host)
             raise ServiceStartError(f"{host.spec.name} unreachable: {error!r}") from error
         if response.status_code != 201:
+            await self._stop_if_idle(host)
             raise ServiceStartError(
                 f"{host.spec.name} would not host {spec.name}: "
                 f"{response.status_code} {response.text[:500]}"
@@ -92,18 +95,17 @@ class HostedBackend(Backend):
     async def stop(self, handle: ServiceHandle) -> None:
         kind = handle.spec.kind
         host = self._hosts.get(kind)
-        if host is None or not handle.url.startswith(host.url + HOSTED_PREFIX):
+        if not _is_hosted(handle):
             await self.inner.stop(handle)  # started before hosting, or a host itself
+            return
+        if host is None or not handle.url.startswith(host.url + HOSTED_PREFIX):
+            handle.state = ServiceState.STOPPED  # its host is gone, and it with it
             return
         with contextlib.suppress(httpx.HTTPError):  # a dead host hosts nothing any more
             await self._http.delete(f"{host.url}{HOSTED_PATH}/{handle.spec.name}")
         handle.state = ServiceState.STOPPED
         self._hosted[kind].discard(handle.spec.name)
-        if not self._hosted[kind]:
-            async with self._starting:
-                if not self._hosted[kind] and self._hosts.get(kind) is host:
-                    del self._hosts[kind]
-                    await self.inner.stop(host)
+        await self._stop_if_idle(host)
 
     async def discover(self) -> list[ServiceHandle]:
         """The wrapped backend's services, with each host replaced by what it hosts."""
@@ -130,8 +132,10 @@ class HostedBackend(Backend):
         """A hosted partition's even share of its host's memory (the sum over them is
         the host's)."""
         host = self._hosts.get(handle.spec.kind)
-        if host is None or not handle.url.startswith(host.url + HOSTED_PREFIX):
+        if not _is_hosted(handle):
             return await self.inner.memory_bytes(handle)
+        if host is None or not handle.url.startswith(host.url + HOSTED_PREFIX):
+            return None
         total = await self.inner.memory_bytes(host)
         return None if total is None else total // max(len(self._hosted[handle.spec.kind]), 1)
 
@@ -141,11 +145,29 @@ class HostedBackend(Backend):
 
     # -- hosts ---------------------------------------------------------------------------
 
+    async def _stop_if_idle(self, host: ServiceHandle) -> None:
+        """Stop ``host`` once it hosts nothing (a host lives while it hosts something)."""
+        kind = host.spec.kind
+        async with self._starting:
+            if not self._hosted[kind] and self._hosts.get(kind) is host:
+                del self._hosts[kind]
+                await self.inner.stop(host)
+
+    async def _alive(self, host: ServiceHandle) -> bool:
+        try:
+            return (await self._http.get(host.url + LIVE_PATH, timeout=2.0)).status_code == 200
+        except httpx.HTTPError:
+            return False
+
     async def _host_for(self, spec: ServiceSpec) -> ServiceHandle:
         async with self._starting:
             host = self._hosts.get(spec.kind)
-            if host is not None:
+            if host is not None and await self._alive(host):
                 return host
+            if host is not None:  # dead (killed, or hung): what it hosted went with it
+                del self._hosts[spec.kind]
+                self._hosted[spec.kind].clear()
+                await self.inner.stop(host)
             role = HOST_ROLES[spec.kind]
             settings = {k: v for k, v in spec.settings.items() if k in HOST_SETTINGS}
             if spec.kind is ServiceKind.EDGE_PARTITION:
@@ -179,3 +201,7 @@ class HostedBackend(Backend):
             return None
         error = answer.get("error") if isinstance(answer, dict) else None
         return f"failed to load: {error}" if error else None
+
+
+def _is_hosted(handle: ServiceHandle) -> bool:
+    return urlsplit(handle.url).path.startswith(HOSTED_PREFIX + "/")

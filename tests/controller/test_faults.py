@@ -86,6 +86,45 @@ def test_a_killed_edge_is_covered_by_a_standby_then_replaced(
     assert [r for r in run.records if r.sent_s >= run.fault_at_s], "sent after the kill"
 
 
+def test_a_killed_edge_host_is_replaced_by_a_new_host(
+    slow_edge_tiny, gateway, token, link, tmp_path
+) -> None:
+    """Hosted partitions: kill -9 the edge host (every head dies with it). The health
+    watch replaces the pipeline; its edge goes into a new host, not the dead one. With
+    no standby elsewhere, requests meanwhile get a fast 502 naming the pipeline."""
+    controller, client = _controller(
+        slow_edge_tiny,
+        gateway,
+        token,
+        link,
+        tmp_path,
+        strategy=StrategyName.SWITCH_ON_DEMAND,
+        auto=False,
+        hosted_partitions=True,
+    )
+    edge_hosts: list[str] = []
+    start = controller.launcher.start
+
+    async def start_and_note(cut: int, codec: str = "none"):
+        pipeline = await start(cut, codec)
+        edge_hosts.append(pipeline.edge.url.split("/hosted/")[0])
+        return pipeline
+
+    controller.launcher.start = start_and_note  # type: ignore[method-assign]
+    steps = partition_fault(controller, gateway.url, signal.SIGKILL, role="edge")
+    run = asyncio.run(serve_while(controller, client, "edge host killed", steps))
+
+    assert run.recovered_after_s is not None, controller.state()
+    assert len(edge_hosts) == 2, edge_hosts
+    assert edge_hosts[0] != edge_hosts[1], "the replacement went into a new host"
+    (record,) = controller.history
+    assert "edge partition" in record.reason
+    failed = [r for r in run.records if not r.ok]
+    assert all(r.status == 502 and r.latency_s < 5 for r in failed), failed[:3]
+    assert len(failed) < len(run.records) / 2
+    assert not list((tmp_path / "state").glob("*.json")), "the dead host's record was cleared"
+
+
 def test_a_link_flapping_around_the_boundary_causes_no_switch_storm(
     slow_edge_tiny, gateway, token, link, tmp_path
 ) -> None:

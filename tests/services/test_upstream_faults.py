@@ -157,6 +157,30 @@ def test_a_new_pipelines_hung_cloud_is_raced_by_the_local_tail(
     assert response.status_code == 200, response.text
 
 
+def test_a_new_pipelines_first_request_toward_a_hung_cloud_is_answered_here(
+    services, tiny_parts: Path, admin_token: str
+) -> None:
+    """The very first request of a pipeline (a collapse moved the service to it, or its
+    cloud hangs), before its local tail is loaded: the race still runs, finishing here
+    waits for the tail's load, and the answer does not wait out the cloud timeout."""
+    fresh = start_stack(services, tiny_parts, "tiny", admin_token, [5])
+    edge, cloud = fresh.pipelines[5]
+    assert cloud is not None
+    assert cloud.process is not None
+    assert fresh.switch("p5").status_code == 200
+    assert _local_tail(edge.url)["state"] == "unloaded"
+    cloud.process.send_signal(signal.SIGSTOP)
+    try:
+        response = infer(fresh)
+    finally:
+        cloud.process.send_signal(signal.SIGCONT)
+    assert response.status_code == 200, response.text
+    assert response.headers[FALLBACK_HEADER] == "local-tail; reason=cloud-late"
+    np.testing.assert_allclose(
+        outputs_of(response)["logits"], expected_logits(tiny_parts, BATCH), rtol=1e-4, atol=1e-5
+    )
+
+
 def _local_tail(edge_url: str) -> dict[str, object]:
     info = httpx.get(f"{edge_url}{PARTITION_INFO_PATH}", timeout=5).json()
     return info["local_tail"] or {}
