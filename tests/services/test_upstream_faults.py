@@ -12,6 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
+from controller.backends.local import LocalService
 from neukonfig.protocol import (
     FALLBACK_HEADER,
     PARTITION_INFO_PATH,
@@ -125,12 +126,7 @@ def test_a_new_pipelines_hung_cloud_is_raced_by_the_local_tail(
     or toward a hung cloud) there is no "usual" to call a cloud call late against: once
     the call outlasts the local tail's own time, the edge runs the tail beside it and
     answers first, rather than waiting out its cloud timeout (5 s)."""
-    fresh = start_stack(services, tiny_parts, "tiny", admin_token, [5])
-    edge, cloud = fresh.pipelines[5]
-    assert cloud is not None
-    assert cloud.process is not None
-    assert fresh.switch("p5").status_code == 200
-    assert _local_tail(edge.url)["state"] == "unloaded", "a head that served nothing: no tail"
+    fresh, edge, cloud = _fresh_pipeline(services, tiny_parts, admin_token)
     assert_serves(fresh, tiny_parts)  # its first request: the tail loads after it
     deadline = time.monotonic() + 30
     while _local_tail(edge.url).get("state") != "ready":
@@ -139,16 +135,7 @@ def test_a_new_pipelines_hung_cloud_is_raced_by_the_local_tail(
     # That one crossing opened the connection: a cold transfer, which teaches no normal.
     transfers = httpx.get(f"{edge.url}{TRANSFERS_PATH}", timeout=5).json()["transfers"]
     assert [t["warm"] for t in transfers] == [False]
-    cloud.process.send_signal(signal.SIGSTOP)
-    try:
-        response = infer(fresh)
-    finally:
-        cloud.process.send_signal(signal.SIGCONT)
-    assert response.status_code == 200, response.text
-    assert response.headers[FALLBACK_HEADER] == "local-tail; reason=cloud-late"
-    np.testing.assert_allclose(
-        outputs_of(response)["logits"], expected_logits(tiny_parts, BATCH), rtol=1e-4, atol=1e-5
-    )
+    _assert_answered_here_while_hung(fresh, cloud, tiny_parts)
     # The raced call was left to finish: once the cloud answers, it closes the breaker
     # and the next request crosses the link again.
     while (response := infer(fresh)).headers.get(FALLBACK_HEADER) is not None:
@@ -163,12 +150,26 @@ def test_a_new_pipelines_first_request_toward_a_hung_cloud_is_answered_here(
     """The very first request of a pipeline (a collapse moved the service to it, or its
     cloud hangs), before its local tail is loaded: the race still runs, finishing here
     waits for the tail's load, and the answer does not wait out the cloud timeout."""
+    fresh, _, cloud = _fresh_pipeline(services, tiny_parts, admin_token)
+    _assert_answered_here_while_hung(fresh, cloud, tiny_parts)
+
+
+def _fresh_pipeline(
+    services, tiny_parts: Path, admin_token: str
+) -> tuple[Stack, LocalService, LocalService]:
+    """A new stack serving cut 5, whose head has served nothing (so no local tail yet)."""
     fresh = start_stack(services, tiny_parts, "tiny", admin_token, [5])
     edge, cloud = fresh.pipelines[5]
     assert cloud is not None
-    assert cloud.process is not None
     assert fresh.switch("p5").status_code == 200
-    assert _local_tail(edge.url)["state"] == "unloaded"
+    assert _local_tail(edge.url)["state"] == "unloaded", "a head that served nothing: no tail"
+    return fresh, edge, cloud
+
+
+def _assert_answered_here_while_hung(fresh: Stack, cloud: LocalService, parts: Path) -> None:
+    """With the cloud stopped (it accepts, never answers): the edge's own right answer,
+    marked late, not a wait for the cloud timeout."""
+    assert cloud.process is not None
     cloud.process.send_signal(signal.SIGSTOP)
     try:
         response = infer(fresh)
@@ -177,7 +178,7 @@ def test_a_new_pipelines_first_request_toward_a_hung_cloud_is_answered_here(
     assert response.status_code == 200, response.text
     assert response.headers[FALLBACK_HEADER] == "local-tail; reason=cloud-late"
     np.testing.assert_allclose(
-        outputs_of(response)["logits"], expected_logits(tiny_parts, BATCH), rtol=1e-4, atol=1e-5
+        outputs_of(response)["logits"], expected_logits(parts, BATCH), rtol=1e-4, atol=1e-5
     )
 
 
