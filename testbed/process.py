@@ -6,11 +6,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+from controller.backends.local import log_tail, poll_ready
 
 
 @dataclass
@@ -37,20 +36,13 @@ class PeerProcess:
         return self
 
     def wait_ready(self) -> None:
-        assert self.process is not None
-        deadline = time.monotonic() + self.start_timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited at start:\n{self._log_tail()}")
-            try:
-                if httpx.get(self.ready_url, timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(
-            f"{self.name} not ready after {self.start_timeout_s:g} s:\n{self._log_tail()}"
+        process = self.process
+        assert process is not None
+        problem = poll_ready(
+            self.ready_url, lambda: process.poll() is None, self.start_timeout_s, poll_s=0.2
         )
+        if problem is not None:
+            raise RuntimeError(f"{self.name} {problem}:\n{log_tail(self.log_path)}")
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -61,6 +53,3 @@ class PeerProcess:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=15)
-
-    def _log_tail(self) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,19 +144,10 @@ class LocalService:
         return self.process is not None and self.process.poll() is None
 
     def wait_ready(self, *, timeout: float = DEFAULT_START_TIMEOUT_S) -> LocalService:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise ServiceStartError(f"{self.kind.value} service exited:\n{self.log_tail()}")
-            try:
-                if httpx.get(self.url + self.kind.ready_path, timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise ServiceStartError(
-            f"{self.kind.value} service not ready after {timeout:g} s:\n{self.log_tail()}"
-        )
+        problem = poll_ready(self.url + self.kind.ready_path, self.alive, timeout, poll_s=0.05)
+        if problem is not None:
+            raise ServiceStartError(f"{self.kind.value} service {problem}:\n{self.log_tail()}")
+        return self
 
     def stop(self) -> None:
         if not self.alive():
@@ -177,5 +168,26 @@ class LocalService:
             self.process.wait(timeout=STOP_GRACE_S)
 
     def log_tail(self, lines: int = 30) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    """The last ``lines`` of a process's log, for an error that names why it failed."""
+    text = path.read_text(errors="replace") if path.exists() else ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def poll_ready(url: str, alive: Callable[[], bool], timeout: float, *, poll_s: float) -> str | None:
+    """Poll ``url`` until it answers 200. None when it did; else why it never will:
+    the process exited, or the timeout passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive():
+            return "exited"
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return None
+        except httpx.HTTPError:
+            pass
+        time.sleep(poll_s)
+    return f"not ready after {timeout:g} s"
