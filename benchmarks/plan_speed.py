@@ -78,7 +78,7 @@ def bench(cuts: int, calls: int) -> list[dict[str, object]]:
         "Planner.best": lambda b: planner.best(float(b), 0.02),
         "Planner.predict": lambda b: planner.predict(float(b), 0.02),
         "SwitchPolicy.decide": lambda b: policy.decide(
-            current_cut=0, bandwidth_bps=float(b), now_s=float(next(clock)), rtt_s=0.02
+            current=0, bandwidth_bps=float(b), now_s=float(next(clock)), rtt_s=0.02
         ),
         "Planner.ranked": lambda b: planner.ranked(float(b), 0.02),
     }

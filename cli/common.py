@@ -28,14 +28,13 @@ def positive_int(text: str) -> int:
 
 def share(text: str) -> float:
     """``0.5%`` or ``0.005`` -> 0.005; a share between 0 and 1."""
-    percent = text.strip().endswith("%")
+    from neukonfig.errors import InvalidUnitError
+    from neukonfig.units import parse_share
+
     try:
-        value = float(text.strip().rstrip("%")) / (100 if percent else 1)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a share (e.g. 0.5% or 0.005)") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not between 0 and 100%")
-    return value
+        return parse_share(text)
+    except InvalidUnitError as error:
+        raise argparse.ArgumentTypeError(error.message) from None
 
 
 def codec_list(text: str) -> list[Codec]:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from controller.backends.base import ServiceHandle
 from controller.core import Controller
 from controller.settings import StrategyName
+from models.planner import Option
 from neukonfig.errors import CutNotFoundError
 from neukonfig.protocol import METRICS_PATH
 from neukonfig.service import add_metrics_route, bearer_token_check, install_error_handlers
@@ -22,6 +23,11 @@ class ManualSwitch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     cut: int = Field(ge=0)
+    codec: str = Field(
+        default="none",
+        description="What the new pipeline's edge codes the crossing tensor with; it must "
+        "be a row of the controller's plan (GET /v1/state lists the options)",
+    )
     strategy: StrategyName | None = None
     hold_s: float | None = Field(
         default=None,
@@ -84,8 +90,16 @@ def create_app(controller: Controller) -> FastAPI:
         if body.cut not in controller.planner.indices:
             known = list(controller.planner.indices)
             raise CutNotFoundError(f"cut {body.cut} is not in the partition directory: {known}")
+        target = Option(body.cut, body.codec)
+        if not controller.planner.plans(target):
+            planned = [o.codec for o in controller.planner.options() if o.cut == body.cut]
+            raise CutNotFoundError(
+                f"cut {body.cut} with codec {body.codec!r} is not in the plan; planned codecs "
+                f"of cut {body.cut}: {planned} (lossy codecs need "
+                "NEUKONFIG_CONTROLLER_MAX_TOP1_DISAGREEMENT and a profile with their accuracy)"
+            )
         record = await controller.switch_manually(
-            body.cut, strategy=body.strategy, hold_s=body.hold_s
+            target, strategy=body.strategy, hold_s=body.hold_s
         )
         return record.as_dict()
 

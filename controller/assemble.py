@@ -9,7 +9,7 @@ from controller.core import Controller
 from controller.gateway_client import GatewayClient
 from controller.pipelines import DirectLink, Link, PipelineLauncher
 from controller.settings import ControllerSettings
-from models.planner import load_planner
+from models.planner import CodecBudget, load_planner
 from neukonfig.errors import UnsupportedModelError
 from neukonfig.manifest import read_manifest
 
@@ -42,6 +42,7 @@ def build_controller(
         settings.partition_dir,
         edge_profile=settings.edge_profile,
         cloud_profile=settings.cloud_profile,
+        budget=CodecBudget(settings.max_top1_disagreement),
     )
     token = settings.internal_token.get_secret_value() if settings.internal_token else None
     backend = backend or make_backend(settings)

@@ -33,7 +33,7 @@ from controller.pipelines import (
 from controller.settings import ControllerSettings, StrategyName
 from controller.standby import SeenBandwidths, likely_cuts
 from controller.strategies import STRATEGIES
-from models.planner import Planner
+from models.planner import Option, Planner
 from models.switch_policy import Decision, SwitchPolicy, SwitchRule
 from neukonfig.errors import NeukonfigError
 from neukonfig.metrics import Metrics
@@ -136,8 +136,8 @@ class Controller:
             initial = self.planner.best(
                 parse_bandwidth(self.settings.initial_bandwidth), self.rtt_s
             )
-            log.info("starting the initial pipeline at cut %d", initial.cut)
-            pipeline = self.standby_for(initial.cut) or await self.launch(initial.cut)
+            log.info("starting the initial pipeline at cut %s", initial.label)
+            pipeline = self.standby_for(initial.option) or await self.launch(initial.option)
             await self.activate(pipeline, "initial")
         if self.settings.strategy is StrategyName.SWITCH_STANDBY:
             await self.refresh_standby()
@@ -248,15 +248,18 @@ class Controller:
         if not estimate.confident:
             self.last_decision = "stay: not enough evidence of the link yet"
             return
+        if not self.planner.plans(self.active.option):
+            self._leave_unplanned(estimate.bits_per_second)
+            return
         # Asked even while a switch or a standby refresh holds the lock (seconds on a slow
         # edge), so that the policy sees every turn of a flapping link; acted on only after.
         decision = self.policy.decide(
-            current_cut=self.active.cut,
+            current=self.active.option,
             bandwidth_bps=estimate.bits_per_second,
             now_s=now,
             rtt_s=self.rtt_s,
             switch_cost_s=self._switch_cost(
-                self.planner.best(estimate.bits_per_second, self.rtt_s).cut
+                self.planner.best(estimate.bits_per_second, self.rtt_s).option
             ),
         )
         self.last_decision = f"{decision.decision.value}: {decision.detail}"
@@ -268,7 +271,21 @@ class Controller:
             # The estimate's source in the record: which evidence moved the service.
             source = estimate.source.value if estimate.source else "unknown"
             reason = f"{decision.detail} ({source} estimate)"
-            self._in_background(self.switch_to(decision.best_cut, reason=reason), name=AUTO_SWITCH)
+            self._in_background(self.switch_to(decision.best, reason=reason), name=AUTO_SWITCH)
+
+    def _leave_unplanned(self, bandwidth_bps: float) -> None:
+        """The active pipeline serves an option this planner does not have (adopted from a
+        run with a wider codec budget): move to the best planned one, without the policy's
+        dwell, since it cannot weigh a row it does not know."""
+        assert self.active is not None
+        label = self.active.option.label
+        if self.switching:
+            self.last_decision = f"wait for the switch under way; cut {label} is not planned"
+            return
+        best = self.planner.best(bandwidth_bps, self.rtt_s).option
+        reason = f"cut {label} is not in the plan (its codec is outside the codec budget)"
+        self.last_decision = f"switch: {reason}"
+        self._in_background(self.switch_to(best, reason=reason), name=AUTO_SWITCH)
 
     @property
     def switching(self) -> bool:
@@ -279,21 +296,23 @@ class Controller:
     def _pinned(self) -> bool:
         """True while an operator's pin holds (an expired one is dropped here)."""
         if self.pin is not None and self.pin.expired():
-            log.info("the pin on cut %d expired: automatic switching resumes", self.pin.cut)
+            log.info(
+                "the pin on cut %s expired: automatic switching resumes", self.pin.option.label
+            )
             self.pin = None
             self.policy.reset()
         if self.pin is None:
             return False
-        self.last_decision = f"pinned: cut {self.pin.cut} was chosen by an operator"
+        self.last_decision = f"pinned: cut {self.pin.option.label} was chosen by an operator"
         return True
 
     async def switch_manually(
-        self, cut: int, *, strategy: StrategyName | None, hold_s: float | None
+        self, target: int | Option, *, strategy: StrategyName | None, hold_s: float | None
     ) -> SwitchRecord:
         """An operator's switch: pinned until unpinned, or for ``hold_s`` seconds."""
-        record = await self.switch_to(cut, strategy=strategy, reason="manual")
+        record = await self.switch_to(target, strategy=strategy, reason="manual")
         if record.outcome is Outcome.SWITCHED:
-            self.pin = Pin.hold(cut, hold_s)
+            self.pin = Pin.hold(Option.of(target), hold_s)
         return record
 
     def unpin(self) -> Pin | None:
@@ -316,16 +335,15 @@ class Controller:
         if reason is None:
             return
         log.warning("%s: replacing it", reason)
-        bandwidth = self.planning_bandwidth
-        cut = self.planner.best(bandwidth, self.rtt_s).cut
-        record = await self.switch_to(cut, strategy=StrategyName.SWITCH_ON_DEMAND, reason=reason)
+        best = self.planner.best(self.planning_bandwidth, self.rtt_s).option
+        record = await self.switch_to(best, strategy=StrategyName.SWITCH_ON_DEMAND, reason=reason)
         if record.outcome is Outcome.SWITCHED:
             self.partition_watch.replaced()
 
-    def _switch_cost(self, cut: int) -> float:
-        if self.settings.strategy is StrategyName.SWITCH_STANDBY and self.standby_for(cut):
+    def _switch_cost(self, option: Option) -> float:
+        if self.settings.strategy is StrategyName.SWITCH_STANDBY and self.standby_for(option):
             return 0.0
-        return self.planner.load_s(cut)
+        return self.planner.load_s(option)
 
     async def _collect_transfers(self, now: float) -> None:
         """What the active edge knows of the link: completed transfers, the kernel's
@@ -367,9 +385,11 @@ class Controller:
         if kernel and kernel["delivery_bps"] and kernel["age_s"] < KERNEL_FRESH_S:
             self.estimator.add_kernel(now - kernel["age_s"], kernel["delivery_bps"])
         elif snapshot.get("in_flight"):
-            self._bound_by_overdue(pipeline.cut, snapshot["in_flight"], now)
+            self._bound_by_overdue(pipeline.option, snapshot["in_flight"], now)
 
-    def _bound_by_overdue(self, cut: int, in_flight: list[dict[str, float]], now: float) -> None:
+    def _bound_by_overdue(
+        self, option: Option, in_flight: list[dict[str, float]], now: float
+    ) -> None:
         """Transfers in flight far longer than the estimate allows say the link is at most
         their bytes over their link time so far: lower the estimate now, not when they
         complete (on a 10x drop that is seconds later). Transfers in flight together share
@@ -377,9 +397,9 @@ class Controller:
         over its time undershoots by the sharing: suspected behind a saturated 5 mbit link
         read as 3.01 mbit for a second in CI)."""
         estimate = self.estimator.current
-        if estimate is None or not in_flight:
+        if estimate is None or not in_flight or not self.planner.plans(option):
             return
-        cloud_s = float(self.planner.cloud_s[self.planner.position(cut)])
+        cloud_s = float(self.planner.cloud_s[self.planner.row(option)])
         overhead = self.estimator.overhead_s(Source.PASSIVE)
         link_s = max(f["age_s"] for f in in_flight) - cloud_s - overhead
         # A probe in flight shares the link too: without its bytes, requests queued behind
@@ -475,25 +495,34 @@ class Controller:
         return [*self._earlier_history, *self.history][-HISTORY_SIZE:]
 
     async def switch_to(
-        self, cut: int, *, strategy: StrategyName | None = None, reason: str = "manual"
+        self,
+        target: int | Option,
+        *,
+        strategy: StrategyName | None = None,
+        reason: str = "manual",
     ) -> SwitchRecord:
+        """Move to ``target`` (a bare cut is its plain option) by ``strategy``."""
         strategy = strategy or self.settings.strategy
+        target = Option.of(target)
         async with self._switch_lock:
             record = SwitchRecord(
                 strategy=strategy.value,
                 from_cut=self.active.cut if self.active else None,
-                to_cut=cut,
+                to_cut=target.cut,
                 reason=reason,
                 trigger_unix=time.time(),
+                from_codec=self.active.codec if self.active else None,
+                to_codec=target.codec,
             )
             self.history.append(record)  # visible (in progress) while it runs
-            log.info("switching %s -> %d: %s", record.from_cut, cut, reason)
+            source = self.active.option.label if self.active else None
+            log.info("switching %s -> %s: %s", source, target.label, reason)
             try:
-                await STRATEGIES[strategy](self, cut, record)
+                await STRATEGIES[strategy](self, target, record)
                 record.outcome = Outcome.SWITCHED
             except NeukonfigError as error:
                 record.outcome, record.error = Outcome.ABANDONED, error.message
-                log.error("switch to cut %d abandoned: %s", cut, error.message)
+                log.error("switch to cut %s abandoned: %s", target.label, error.message)
             except asyncio.CancelledError:
                 record.outcome, record.error = Outcome.ABANDONED, "the controller is stopping"
                 raise
@@ -541,13 +570,14 @@ class Controller:
         except NeukonfigError as error:
             log.error("retiring %s failed: %s", pipeline.id, error.message)
 
-    async def launch(self, cut: int) -> ManagedPipeline:
-        """Start a pipeline for ``cut`` and register it with the gateway (not yet active)."""
-        pipeline = await self.launcher.start(cut)
+    async def launch(self, option: Option) -> ManagedPipeline:
+        """Start a pipeline for ``option`` and register it with the gateway (not yet
+        active)."""
+        pipeline = await self.launcher.start(option)
         try:
             await self.gateway.register(
                 pipeline_id=pipeline.id,
-                cut=cut,
+                cut=option.cut,
                 edge_url=pipeline.edge.url,
                 cloud_url=pipeline.cloud.url if pipeline.cloud else None,
             )
@@ -576,12 +606,12 @@ class Controller:
         await self.launcher.stop(pipeline)
         self.pipelines.pop(pipeline.id, None)
 
-    def standby_for(self, cut: int) -> ManagedPipeline | None:
+    def standby_for(self, option: Option) -> ManagedPipeline | None:
         return next(
             (
                 p
                 for p in self.pipelines.values()
-                if p.cut == cut and p.state is PipelineState.STANDBY
+                if p.option == option and p.state is PipelineState.STANDBY
             ),
             None,
         )
@@ -595,17 +625,17 @@ class Controller:
             self.planner,
             bandwidth_bps=bandwidth,
             rtt_s=self.rtt_s,
-            current=self.active.cut,
+            current=self.active.option,
             count=self.settings.max_standby,
             seen=self.seen_bandwidths.values(),
         )
         for pipeline in [p for p in self.pipelines.values() if p.state is PipelineState.STANDBY]:
-            if pipeline.cut not in wanted:
+            if pipeline.option not in wanted:
                 await self.retire(pipeline)
-        for cut in wanted:
-            if self.standby_for(cut) is None and await self._fits_budget():
+        for option in wanted:
+            if self.standby_for(option) is None and await self._fits_budget():
                 with contextlib.suppress(NeukonfigError):
-                    await self.launch(cut)
+                    await self.launch(option)
 
     async def _fits_budget(self) -> bool:
         budget = self.settings.edge_memory_budget_mb
@@ -627,6 +657,7 @@ class Controller:
             "model": self.settings.model_name,
             "strategy": self.settings.strategy.value,
             "current_cut": self.active.cut if self.active else None,
+            "current_codec": self.active.codec if self.active else None,
             "active": self.active.id if self.active else None,
             "bandwidth_bps": self.estimator.current,
             "last_decision": self.last_decision,

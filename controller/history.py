@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from models.planner import option_label
+
 log = logging.getLogger("neukonfig.controller")
 
 
@@ -41,6 +43,10 @@ class SwitchRecord:
     unavailable_s: float | None = None
     error: str | None = None
     warm: bool | None = None  # the target was already running, as a standby
+    # The codecs the old and new pipelines' edges send the crossing tensor with
+    # (neukonfig.codecs); "none" unless the controller plans with a codec budget.
+    from_codec: str | None = None
+    to_codec: str = "none"
 
     @property
     def finished(self) -> bool:
@@ -51,7 +57,11 @@ class SwitchRecord:
 
     def describe(self) -> str:
         """One line for people: what happened and what it cost."""
-        line = f"switch {self.from_cut} -> {self.to_cut} ({self.strategy}): {self.outcome.value}"
+        source = self.from_cut
+        if self.from_cut is not None:
+            source = option_label(self.from_cut, self.from_codec or "none")
+        target = option_label(self.to_cut, self.to_codec)
+        line = f"switch {source} -> {target} ({self.strategy}): {self.outcome.value}"
         if self.outcome is Outcome.ABANDONED:
             return f"{line}: {self.error}"
         if self.ready_after_s is not None:

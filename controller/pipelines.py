@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Protocol
 
 from controller.backends.base import Backend, ServiceHandle, ServiceKind, ServiceSpec
+from models.planner import Option
 
 
 class Link(Protocol):
@@ -58,6 +59,11 @@ class ManagedPipeline:
     labels: dict[str, str] = field(default_factory=dict)
     codec: str = "none"  # what its edge codes the crossing tensor with (neukonfig.codecs)
 
+    @property
+    def option(self) -> Option:
+        """The planner row it serves: its cut and its codec."""
+        return Option(self.cut, self.codec)
+
     def describe(self) -> dict[str, object]:
         return {
             "id": self.id,
@@ -84,9 +90,11 @@ class PipelineLauncher:
     edge_max_queue_wait_s: float | None = None
     internal_token: str | None = None  # handed to every partition service it starts
 
-    async def start(self, cut: int, codec: str = "none") -> ManagedPipeline:
+    async def start(self, option: int | Option) -> ManagedPipeline:
         """Start both partitions at once and wait for both; on any failure stop both.
-        ``codec``: what the edge codes the crossing tensor with."""
+        ``option``: the cut, and the codec the edge codes the crossing tensor with."""
+        option = Option.of(option)
+        cut, codec = option.cut, option.codec
         coded = "" if codec == "none" else f"-{codec.replace('+', '-')}"  # a valid name
         pipeline_id = f"{self.model}-cut{cut}{coded}-{uuid.uuid4().hex[:8]}"
         labels = {

@@ -6,8 +6,11 @@ import enum
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from neukonfig.errors import InvalidUnitError
+from neukonfig.units import parse_share
 
 
 class StrategyName(str, enum.Enum):
@@ -72,6 +75,12 @@ class ControllerSettings(BaseSettings):
     edge_memory_budget_mb: float | None = Field(
         default=None, gt=0, description="Edge memory that standby pipelines may fill"
     )
+    max_top1_disagreement: float | None = Field(
+        default=None,
+        description="Codec budget: plan lossy codecs of the crossing tensor whose measured "
+        "top-1 disagreement with the fp32 model is at most this share (0.01 or 1%; needs "
+        "profiles made with --codecs and --accuracy). Unset: lossless codecs only",
+    )
     auto: bool = Field(default=True, description="Switch on bandwidth changes (else manual only)")
     min_gain_s: float = Field(default=0.002, ge=0)
     min_gain_fraction: float = Field(default=0.05, ge=0, lt=1)
@@ -96,6 +105,16 @@ class ControllerSettings(BaseSettings):
     stop_services_on_exit: bool = Field(
         default=False, description="Stop every pipeline on exit (neukonfig up) or leave them"
     )
+
+    @field_validator("max_top1_disagreement", mode="before")
+    @classmethod
+    def _share(cls, value: object) -> object:
+        if value is None or isinstance(value, float):
+            return value
+        try:
+            return parse_share(str(value))
+        except InvalidUnitError as error:
+            raise ValueError(error.message) from None
 
     @model_validator(mode="after")
     def _token_is_set(self) -> ControllerSettings:

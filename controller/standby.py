@@ -1,5 +1,6 @@
 """Which cuts to keep warm for ``switch_standby``: the ones that would save the most if
-the bandwidth moved.
+the bandwidth moved. A "cut" here is a planner ``Option`` (with a codec budget, a cut
+and the codec its tensor is sent with).
 
 - **Where it has been** comes first. The bandwidths the controller estimated over the
   last minutes (``SeenBandwidths``, one a second): a cut that was the best one for at
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from models.planner import Planner
+from models.planner import Option, Planner
 
 FACTORS = np.geomspace(1 / 16, 16, 33)
 SEEN_HORIZON_S = 300.0  # "the last minutes"
@@ -53,12 +54,13 @@ def likely_cuts(
     *,
     bandwidth_bps: float,
     rtt_s: float,
-    current: int,
+    current: int | Option,
     count: int,
     seen: Sequence[float] = (),
-) -> list[int]:
-    """The ``count`` cuts other than ``current`` to keep warm: those the ``seen``
+) -> list[Option]:
+    """The ``count`` options other than ``current`` to keep warm: those the ``seen``
     bandwidths favoured first, then the sweep around ``bandwidth_bps``'s."""
+    current = Option.of(current)
     seen_savings, seen_counts = _savings(planner, seen, rtt_s, current)
     often = SEEN_MIN_S / SEEN_EVERY_S
     ranked = _by_score({c: s for c, s in seen_savings.items() if seen_counts[c] >= often})
@@ -68,21 +70,21 @@ def likely_cuts(
 
 
 def _savings(
-    planner: Planner, bandwidths: Sequence[float], rtt_s: float, current: int
-) -> tuple[dict[int, float], dict[int, int]]:
-    """Per cut other than ``current``: what it saves over ``current``, summed over the
-    bandwidths where it is the best cut, and how many those are."""
-    savings: dict[int, float] = {}
-    counts: dict[int, int] = {}
+    planner: Planner, bandwidths: Sequence[float], rtt_s: float, current: Option
+) -> tuple[dict[Option, float], dict[Option, int]]:
+    """Per option other than ``current``: what it saves over ``current``, summed over
+    the bandwidths where it is the best option, and how many those are."""
+    savings: dict[Option, float] = {}
+    counts: dict[Option, int] = {}
     for bandwidth in bandwidths:
         best = planner.best(bandwidth, rtt_s)
-        if best.cut == current:
+        if best.option == current:
             continue
         saving = planner.latency_of(current, bandwidth, rtt_s) - best.latency_s
-        savings[best.cut] = savings.get(best.cut, 0.0) + saving
-        counts[best.cut] = counts.get(best.cut, 0) + 1
+        savings[best.option] = savings.get(best.option, 0.0) + saving
+        counts[best.option] = counts.get(best.option, 0) + 1
     return savings, counts
 
 
-def _by_score(scores: dict[int, float]) -> list[int]:
-    return sorted(scores, key=lambda cut: (-scores[cut], cut))
+def _by_score(scores: dict[Option, float]) -> list[Option]:
+    return sorted(scores, key=lambda option: (-scores[option], option))

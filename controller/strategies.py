@@ -3,7 +3,8 @@
 Each strategy gets the narrow ``PipelineTable`` it needs (start, point at, retire
 pipelines), not the whole controller, and fills in the ``SwitchRecord`` it is given.
 Every strategy starts the new pipeline before it drains the old one, except
-pause_resume, whose point is that it does not.
+pause_resume, whose point is that it does not. A target is a planner ``Option``: a cut,
+and the codec its crossing tensor is sent with (changing either is a new pipeline).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from controller.gateway_client import SwitchOutcome
 from controller.history import SwitchRecord
 from controller.pipelines import ManagedPipeline
 from controller.settings import StrategyName
+from models.planner import Option
 from neukonfig.errors import NeukonfigError
 
 
@@ -28,8 +30,8 @@ class PipelineTable(Protocol):
     async def pause(self) -> None:
         """Point the gateway at nothing: arriving requests wait."""
 
-    async def launch(self, cut: int) -> ManagedPipeline:
-        """Start a pipeline for ``cut`` and register it (not active)."""
+    async def launch(self, option: Option) -> ManagedPipeline:
+        """Start a pipeline for ``option`` and register it (not active)."""
 
     async def activate(self, pipeline: ManagedPipeline, strategy: str) -> SwitchOutcome:
         """Flip the routing pointer to ``pipeline``."""
@@ -40,11 +42,11 @@ class PipelineTable(Protocol):
     def retire_later(self, pipeline: ManagedPipeline) -> None:
         """Drain and stop ``pipeline`` in the background."""
 
-    def standby_for(self, cut: int) -> ManagedPipeline | None:
-        """A warm pipeline for ``cut``, if one is kept."""
+    def standby_for(self, option: Option) -> ManagedPipeline | None:
+        """A warm pipeline for ``option``, if one is kept."""
 
 
-Strategy = Callable[[PipelineTable, int, SwitchRecord], Awaitable[None]]
+Strategy = Callable[[PipelineTable, Option, SwitchRecord], Awaitable[None]]
 
 
 class _Clock:
@@ -55,7 +57,7 @@ class _Clock:
         return time.perf_counter() - self.started
 
 
-async def pause_resume(table: PipelineTable, target: int, record: SwitchRecord) -> None:
+async def pause_resume(table: PipelineTable, target: Option, record: SwitchRecord) -> None:
     """Stop serving, tear the old pipeline down, start the new one, resume."""
     clock = _Clock()
     old = table.active
@@ -66,7 +68,7 @@ async def pause_resume(table: PipelineTable, target: int, record: SwitchRecord) 
         new = await table.launch(target)
     except NeukonfigError:
         if old is not None:  # the baseline still has to come back: restart the old cut
-            restored = await table.launch(old.cut)
+            restored = await table.launch(old.option)
             await table.activate(restored, StrategyName.PAUSE_RESUME.value)
         raise
     record.ready_after_s = clock.elapsed()
@@ -75,7 +77,7 @@ async def pause_resume(table: PipelineTable, target: int, record: SwitchRecord) 
     record.unavailable_s = outcome.unavailable_seconds
 
 
-async def switch_on_demand(table: PipelineTable, target: int, record: SwitchRecord) -> None:
+async def switch_on_demand(table: PipelineTable, target: Option, record: SwitchRecord) -> None:
     """Start the new pipeline beside the old one; when ready, flip, drain and stop the old."""
     clock = _Clock()
     record.warm = False
@@ -91,7 +93,7 @@ async def switch_on_demand(table: PipelineTable, target: int, record: SwitchReco
         table.retire_later(old)
 
 
-async def switch_standby(table: PipelineTable, target: int, record: SwitchRecord) -> None:
+async def switch_standby(table: PipelineTable, target: Option, record: SwitchRecord) -> None:
     """Flip to a warm pipeline (starting one first only if none is warm for the target);
     the old one stays warm as a standby. The controller refreshes the standbys once this
     switch is recorded as done."""

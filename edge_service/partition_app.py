@@ -427,9 +427,11 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
     add_metrics_route(app, metrics)
 
     def tail_info() -> dict[str, object]:
+        """What ``/v1/partition`` adds for an edge: its codec and its local tail."""
         if fallback is None:
-            return {"local_tail": None}
-        return {"local_tail": {"state": fallback.state, "expected_s": fallback.expected_s}}
+            return {"codec": codec.name, "local_tail": None}
+        tail = {"state": fallback.state, "expected_s": fallback.expected_s}
+        return {"codec": codec.name, "local_tail": tail}
 
     app.include_router(health_router(host, details=tail_info))
 

@@ -87,7 +87,8 @@ class EdgePartitionSettings(HostingSettings):
         default="none",
         description="Codec of the tensor sent to the cloud partition (neukonfig.codecs): none, "
         "fp16, int8, int8-channel, zstd, or a lossy one + zstd. The lossy ones change answers "
-        "within their documented bounds; the planner does not plan codecs yet",
+        "within their documented bounds. The controller sets it per pipeline when it plans "
+        "codecs (NEUKONFIG_CONTROLLER_MAX_TOP1_DISAGREEMENT)",
     )
 
     @field_validator("codec")

@@ -64,6 +64,25 @@ def option_label(cut: int, codec: str) -> str:
     return str(cut) if codec == NONE.name else f"{cut}/{codec}"
 
 
+@dataclass(frozen=True, order=True)
+class Option:
+    """What a pipeline serves and the controller plans: a cut, and the codec its edge
+    sends the crossing tensor with. Two pipelines at one cut with different codecs are
+    different options (a codec changes by a new pipeline and a pointer flip)."""
+
+    cut: int
+    codec: str = NONE.name
+
+    @classmethod
+    def of(cls, option: int | Option) -> Option:
+        """A bare cut is that cut's plain (uncoded) option."""
+        return option if isinstance(option, Option) else cls(option)
+
+    @property
+    def label(self) -> str:
+        return option_label(self.cut, self.codec)
+
+
 @dataclass(frozen=True)
 class CutChoice:
     """One cut's (and codec's) predicted latency at one bandwidth and RTT."""
@@ -76,6 +95,10 @@ class CutChoice:
     @property
     def label(self) -> str:
         return option_label(self.cut, self.codec)
+
+    @property
+    def option(self) -> Option:
+        return Option(self.cut, self.codec)
 
 
 @dataclass(frozen=True)
@@ -201,8 +224,9 @@ class Planner:
         order = np.argsort(latencies, kind="stable")
         return [self._choice(int(p), float(latencies[p]), bandwidth_bps, rtt_s) for p in order]
 
-    def latency_of(self, cut: int, bandwidth_bps: float, rtt_s: float = 0.0) -> float:
-        position = self.position(cut)
+    def latency_of(self, option: int | Option, bandwidth_bps: float, rtt_s: float = 0.0) -> float:
+        """Predicted latency of one row: a cut's plain row, or an ``Option``'s."""
+        position = self.row(option)
         _check_link(bandwidth_bps, rtt_s)
         edge, serial, crosses, bits = (column[position] for column in self._columns)
         return edge + serial + crosses * rtt_s + bits / bandwidth_bps + self._cloud[position]
@@ -212,9 +236,9 @@ class Planner:
         _check_rtt(rtt_s)
         return self._fixed + self._crosses * rtt_s, self._bits.copy()
 
-    def load_s(self, cut: int) -> float:
-        """Cold load of both sides of ``cut``: what bringing its pipeline up costs."""
-        position = self.position(cut)
+    def load_s(self, option: int | Option) -> float:
+        """Cold load of both sides of a row: what bringing its pipeline up costs."""
+        position = self.row(option)
         return float(self.edge_load_s[position] + self.cloud_load_s[position])
 
     def position(self, cut: int, codec: str = NONE.name) -> int:
@@ -223,6 +247,20 @@ class Planner:
             return self._position[cut] if codec == NONE.name else self._rows[cut, codec]
         except KeyError:
             raise ValueError(f"cut {cut} with codec {codec} is not planned") from None
+
+    def row(self, option: int | Option) -> int:
+        """The row of a cut's plain option, or of an ``Option``."""
+        option = Option.of(option)
+        return self.position(option.cut, option.codec)
+
+    def options(self) -> list[Option]:
+        """Every row's option, in row order."""
+        return [Option(cut, codec) for cut, codec in zip(self.indices, self.codecs, strict=True)]
+
+    def plans(self, option: int | Option) -> bool:
+        """Whether ``option`` is one of this planner's rows."""
+        option = Option.of(option)
+        return (option.cut, option.codec) in self._rows
 
     def _choice(
         self, position: int, latency_s: float, bandwidth_bps: float, rtt_s: float
@@ -249,8 +287,10 @@ def load_planner(
     edge_profile: str | Path,
     cloud_profile: str | Path,
     stat: Statistic = "median",
+    budget: CodecBudget | None = None,
 ) -> Planner:
-    """The planner for a partition directory from the two profile files."""
+    """The planner for a partition directory from the two profile files (with the
+    codec rows ``budget`` allows, when given)."""
     return Planner.from_profiles(
         read_manifest(Path(directory)),
         read_profile(edge_profile),
@@ -258,6 +298,7 @@ def load_planner(
         stat=stat,
         edge_label=f"edge profile {edge_profile}",
         cloud_label=f"cloud profile {cloud_profile}",
+        budget=budget,
     )
 
 

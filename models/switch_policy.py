@@ -1,5 +1,8 @@
 """When to move to another cut: the planner's best cut, behind hysteresis.
 
+What moves is a planner ``Option``: a cut, and with a codec budget the codec its
+crossing tensor is sent with; "cut" below means that option.
+
 Moving costs something (a new pipeline loads, requests may wait), and a bandwidth
 estimate is noisy. Following the planner's argmin on every estimate makes a link
 hovering near a crossover bandwidth switch back and forth on noise (a switch storm).
@@ -43,7 +46,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from models.planner import Planner
+from models.planner import Option, Planner
 
 
 class Decision(str, enum.Enum):
@@ -89,15 +92,27 @@ class SwitchDecision:
     decision: Decision
     reason: Reason
     detail: str
-    current_cut: int
-    best_cut: int
+    current: Option
+    best: Option
     current_s: float
     best_s: float
 
     @property
-    def target_cut(self) -> int:
+    def target(self) -> Option:
         """Where to be after this decision."""
-        return self.best_cut if self.decision is Decision.SWITCH else self.current_cut
+        return self.best if self.decision is Decision.SWITCH else self.current
+
+    @property
+    def current_cut(self) -> int:
+        return self.current.cut
+
+    @property
+    def best_cut(self) -> int:
+        return self.best.cut
+
+    @property
+    def target_cut(self) -> int:
+        return self.target.cut
 
     @property
     def gain_s(self) -> float:
@@ -106,9 +121,9 @@ class SwitchDecision:
 
 @dataclass
 class _Pending:
-    """An advantage over ``current_cut`` that started at ``since_s``."""
+    """An advantage over ``current`` that started at ``since_s``."""
 
-    current_cut: int
+    current: Option
     since_s: float
     estimates: int
 
@@ -120,8 +135,8 @@ class SwitchPolicy:
         self.planner = planner
         self.rule = rule or SwitchRule()
         self._pending: _Pending | None = None
-        self._preferred: int | None = None
-        self._left: tuple[float, int] | None = None  # (when, cut) the last change left
+        self._preferred: Option | None = None
+        self._left: tuple[float, Option] | None = None  # (when, option) the last change left
         self._reversals: deque[float] = deque()  # times the preference went back
         self._crossed_back_s: float | None = None  # inside the band, back to the left cut
 
@@ -131,29 +146,32 @@ class SwitchPolicy:
     def decide(
         self,
         *,
-        current_cut: int,
+        current: int | Option,
         bandwidth_bps: float,
         now_s: float,
         rtt_s: float = 0.0,
         switch_cost_s: float = 0.0,
         request_rate: float | None = None,
     ) -> SwitchDecision:
-        """One estimate in, one decision out. ``now_s`` is any monotonic clock."""
-        best = self.planner.best(bandwidth_bps, rtt_s)
-        current_s = self.planner.latency_of(current_cut, bandwidth_bps, rtt_s)
+        """One estimate in, one decision out. ``now_s`` is any monotonic clock;
+        ``current``: the option served (a bare cut is its plain option)."""
+        current = Option.of(current)
+        choice = self.planner.best(bandwidth_bps, rtt_s)
+        best = choice.option
+        current_s = self.planner.latency_of(current, bandwidth_bps, rtt_s)
 
         def result(decision: Decision, reason: Reason, detail: str) -> SwitchDecision:
             return SwitchDecision(
-                decision, reason, detail, current_cut, best.cut, current_s, best.latency_s
+                decision, reason, detail, current, best, current_s, choice.latency_s
             )
 
-        gain = current_s - best.latency_s
+        gain = current_s - choice.latency_s
         needed = max(self.rule.min_gain_s, self.rule.min_gain_fraction * current_s)
         if gain <= 0 or gain >= needed:  # inside the band the estimate prefers nothing
-            self._prefer(best.cut if gain >= needed else current_cut, current_cut, now_s)
-        elif self._left is not None and best.cut == self._left[1]:
+            self._prefer(best if gain >= needed else current, current, now_s)
+        elif self._left is not None and best == self._left[1]:
             self._crossed_back_s = now_s
-        if best.cut == current_cut or gain <= 0:
+        if best == current or gain <= 0:
             self._pending = None
             return result(Decision.STAY, Reason.CURRENT_IS_BEST, "current cut is the best")
         if gain < needed:
@@ -161,16 +179,16 @@ class SwitchPolicy:
             return result(
                 Decision.STAY,
                 Reason.GAIN_TOO_SMALL,
-                f"cut {best.cut} gains {gain * 1e3:.2f} ms < {needed * 1e3:.2f} ms needed",
+                f"cut {best.label} gains {gain * 1e3:.2f} ms < {needed * 1e3:.2f} ms needed",
             )
-        waited_s, estimates = self._hold(current_cut, now_s)
+        waited_s, estimates = self._hold(current, now_s)
         large = gain >= self.rule.fast_gain_fraction * current_s
         dwell_s = self._dwell_s(now_s, large=large)
         if waited_s < dwell_s or estimates < self.rule.min_estimates:
             return result(
                 Decision.STAY,
                 Reason.DWELLING,
-                f"cut {best.cut} has been better for {waited_s:.2f} s and {estimates} "
+                f"cut {best.label} has been better for {waited_s:.2f} s and {estimates} "
                 f"estimates; need {dwell_s:.2f} s and {self.rule.min_estimates}",
             )
         if request_rate is not None:
@@ -186,7 +204,7 @@ class SwitchPolicy:
         return result(
             Decision.SWITCH,
             Reason.BETTER_CUT,
-            f"cut {best.cut} beats cut {current_cut} by {gain * 1e3:.2f} ms "
+            f"cut {best.label} beats cut {current.label} by {gain * 1e3:.2f} ms "
             f"at {bandwidth_bps / 1e6:.3g} mbit",
         )
 
@@ -200,18 +218,18 @@ class SwitchPolicy:
             return min(rule.fast_dwell_s, rule.dwell_s) if large else rule.dwell_s
         return min(rule.dwell_s * rule.flap_backoff**extra, max(rule.flap_window_s, rule.dwell_s))
 
-    def _prefer(self, cut: int, current_cut: int, now_s: float) -> None:
+    def _prefer(self, option: Option, current: Option, now_s: float) -> None:
         """Note the cut this estimate prefers (before any, the one being served was).
         Turning straight back to the cut the last change turned away from, within the
         flap window, is a reversal; a sweep through cuts (a drop read on its way down,
         A -> B -> C, and its recovery C -> B -> A) has one reversal, however many cuts it
         passes."""
-        previous = current_cut if self._preferred is None else self._preferred
-        self._preferred = cut
-        if previous == cut:
+        previous = current if self._preferred is None else self._preferred
+        self._preferred = option
+        if previous == option:
             return
         left = self._left
-        if left is not None and left[1] == cut and left[0] >= now_s - self.rule.flap_window_s:
+        if left is not None and left[1] == option and left[0] >= now_s - self.rule.flap_window_s:
             self._reversals.append(now_s)
         self._left = (now_s, previous)
 
@@ -225,11 +243,11 @@ class SwitchPolicy:
             self._reversals.popleft()
         return len(self._reversals)
 
-    def _hold(self, current_cut: int, now_s: float) -> tuple[float, int]:
-        """Extend (or start) the run of estimates in which leaving ``current_cut`` paid."""
+    def _hold(self, current: Option, now_s: float) -> tuple[float, int]:
+        """Extend (or start) the run of estimates in which leaving ``current`` paid."""
         pending = self._pending
-        if pending is None or pending.current_cut != current_cut or now_s < pending.since_s:
-            pending = self._pending = _Pending(current_cut, now_s, 0)
+        if pending is None or pending.current != current or now_s < pending.since_s:
+            pending = self._pending = _Pending(current, now_s, 0)
         pending.estimates += 1
         return now_s - pending.since_s, pending.estimates
 
@@ -237,26 +255,34 @@ class SwitchPolicy:
 @dataclass(frozen=True)
 class SwitchEvent:
     time_s: float
-    from_cut: int
-    to_cut: int
+    source: Option
+    target: Option
     bandwidth_bps: float
+
+    @property
+    def from_cut(self) -> int:
+        return self.source.cut
+
+    @property
+    def to_cut(self) -> int:
+        return self.target.cut
 
 
 def replay(
     policy: SwitchPolicy,
     trace: Iterable[tuple[float, float]],
     *,
-    start_cut: int,
+    start_cut: int | Option,
     rtt_s: float = 0.0,
     switch_cost_s: float = 0.0,
     request_rate: float | None = None,
 ) -> list[SwitchEvent]:
     """Run ``policy`` over ``(time_s, bandwidth_bps)`` samples, switching when it says so."""
-    current = start_cut
+    current = Option.of(start_cut)
     events = []
     for time_s, bandwidth_bps in trace:
         decision = policy.decide(
-            current_cut=current,
+            current=current,
             bandwidth_bps=bandwidth_bps,
             now_s=time_s,
             rtt_s=rtt_s,
@@ -264,6 +290,6 @@ def replay(
             request_rate=request_rate,
         )
         if decision.decision is Decision.SWITCH:
-            events.append(SwitchEvent(time_s, current, decision.best_cut, bandwidth_bps))
-            current = decision.best_cut
+            events.append(SwitchEvent(time_s, current, decision.best, bandwidth_bps))
+            current = decision.best
     return events

@@ -91,6 +91,19 @@ def parse_duration(text: str | float) -> float:
     return value
 
 
+def parse_share(text: str | float) -> float:
+    """``"0.5%"`` or ``"0.005"`` -> 0.005: a share between 0 and 1."""
+    raw = str(text).strip()
+    percent = raw.endswith("%")
+    try:
+        value = float(raw.rstrip("%")) / (100 if percent else 1)
+    except ValueError:
+        raise InvalidUnitError(f"{text!r} is not a share (e.g. 0.5% or 0.005)") from None
+    if not 0 <= value <= 1:
+        raise InvalidUnitError(f"{text!r} is not between 0 and 100%")
+    return value
+
+
 def parse_bandwidth_range(text: str) -> tuple[float, float]:
     """``"1mbit:1gbit"`` -> (1e6, 1e9), low before high."""
     parts = str(text).split(":")

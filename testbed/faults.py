@@ -14,7 +14,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,12 +22,14 @@ import httpx
 
 from controller.core import Controller
 from controller.history import Outcome
+from models.codec_accuracy import measure_accuracy, with_accuracy
 from models.partition import partition_model
 from models.prepare import Prepared
 from models.profiler import profile_partitions
 from models.runtime import Role
+from neukonfig.codecs import Codec
 from neukonfig.profiles import TimingStats, write_profile
-from testbed.probe_client import ProbeClient, RequestRecord, reference_cases
+from testbed.probe_client import ATOL_OF_SCALE, ProbeClient, RequestRecord, reference_cases
 from testbed.shaped_link import ShapedLink
 
 # tiny computes in microseconds, so on its own its best cut would never move. This
@@ -46,15 +48,22 @@ def _timing(seconds: float) -> TimingStats:
     return TimingStats(median_s=seconds, p90_s=seconds, min_s=seconds, max_s=seconds, samples=2)
 
 
-def slow_edge_tiny(model: Path, work: Path) -> Prepared:
+def slow_edge_tiny(
+    model: Path, work: Path, *, codecs: Sequence[Codec] = (), accuracy_inputs: int = 0
+) -> Prepared:
     """Partition ``model`` (the zoo's tiny) into ``work`` and write the slow-edge
-    profiles, ready for ``embedded_stack``."""
+    profiles, ready for ``embedded_stack``; with ``codecs``, their measured costs, and
+    the lossy ones' accuracy over ``accuracy_inputs`` seeded inputs."""
     parts = work / "parts"
     manifest = partition_model(model, parts, name="tiny")
     last = manifest.num_cuts - 1
     measured = profile_partitions(
-        parts, roles=[Role.EDGE, Role.CLOUD], threads=1, warmup=1, repeats=2
+        parts, roles=[Role.EDGE, Role.CLOUD], threads=1, warmup=1, repeats=2, codecs=codecs
     )
+    if accuracy_inputs:
+        measured = with_accuracy(
+            measured, measure_accuracy(parts, codecs, inputs=accuracy_inputs, threads=1)
+        )
     cuts = []
     for cut in measured.cuts:
         head = cut.head
@@ -69,15 +78,21 @@ def slow_edge_tiny(model: Path, work: Path) -> Prepared:
 
 
 def tiny_probe_client(
-    gateway_url: str, prepared: Prepared, rate_per_s: float = RATE_PER_S
+    gateway_url: str,
+    prepared: Prepared,
+    rate_per_s: float = RATE_PER_S,
+    *,
+    atol_of_scale: float = ATOL_OF_SCALE,
 ) -> ProbeClient:
-    """Open-loop requests over 8 inputs, each answer checked against the original model."""
+    """Open-loop requests over 8 inputs, each answer checked against the original model
+    (within ``atol_of_scale`` of its largest magnitude)."""
     spec = prepared.manifest.model.inputs[0]
     return ProbeClient(
         url=f"{gateway_url}/v2/models/{prepared.manifest.model.name}/infer",
         input_name=spec.name,
         cases=reference_cases(prepared.model_file, spec),
         rate_per_s=rate_per_s,
+        atol_of_scale=atol_of_scale,
     )
 
 

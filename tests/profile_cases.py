@@ -6,9 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from models.planner import Planner, Statistic
+from models.planner import CodecBudget, Planner, Statistic
 from neukonfig.manifest import CutKind, CutSpec, Manifest, ModelSpec, TensorSpec
 from neukonfig.profiles import (
+    CodecAccuracy,
+    CodecCost,
     CutProfile,
     MachineInfo,
     Profile,
@@ -141,3 +143,46 @@ THREE_CUTS = (
 )
 UPPER_CROSSOVER_BPS = 40e6
 LOWER_CROSSOVER_BPS = 10e6
+
+
+def with_codecs(profile: Profile, *, int8_agreement: float | None) -> Profile:
+    """Cut 1 (50 kB plain) gets zstd (40 kB, 0.5 + 0.5 ms) and int8 (12.5 kB, 1 + 1 ms)."""
+    costs = [
+        CodecCost(
+            codec=name,
+            frame_bytes=size,
+            frame_bytes_min=size,
+            frame_bytes_max=size,
+            samples=8,
+            encode=timing(seconds),
+            decode=timing(seconds),
+        )
+        for name, size, seconds in (("zstd", 40_000, 0.0005), ("int8", 12_500, 0.001))
+    ]
+    accuracy = (
+        []
+        if int8_agreement is None
+        else [
+            CodecAccuracy(
+                codec="int8",
+                inputs=256,
+                max_relative_error=0.01,
+                top1_agreement=int8_agreement,
+                top5_agreement=1.0,
+            )
+        ]
+    )
+    cuts = list(profile.cuts)
+    cuts[1] = cuts[1].model_copy(update={"codecs": costs, "accuracy": accuracy})
+    return profile.model_copy(update={"cuts": cuts})
+
+
+def codec_planner(budget: CodecBudget | None, *, int8_agreement: float | None = 0.996) -> Planner:
+    """THREE_CUTS with zstd and int8 at cut 1: under a budget of 0.5% or more, 1/int8 is
+    the best option from about 1 to 40 mbit."""
+    return Planner.from_profiles(
+        manifest_for(THREE_CUTS),
+        with_codecs(profile_for(THREE_CUTS, role="edge"), int8_agreement=int8_agreement),
+        with_codecs(profile_for(THREE_CUTS, role="cloud"), int8_agreement=int8_agreement),
+        budget=budget,
+    )

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from controller.backends.local import LocalService, ServiceKind
+from controller.backends.local import LocalService
 from models.prepare import Prepared
 from testbed.faults import HIGH
 from testbed.faults import slow_edge_tiny as slow_edge_tiny_model
 from testbed.shaped_link import ShapedLink
+from tests.controller.helpers import gateway_for
 
 
 @pytest.fixture(scope="session")
@@ -28,19 +29,8 @@ def token() -> str:
 
 @pytest.fixture
 def gateway(slow_edge_tiny: Prepared, token: str, tmp_path: Path) -> Iterator[LocalService]:
-    service = LocalService(
-        ServiceKind.GATEWAY,
-        {
-            "partition_dir": str(slow_edge_tiny.partitions),
-            "model_name": "tiny",
-            "admin_token": token,
-        },
-        tmp_path / "gateway.log",
-    ).start()
-    try:
-        yield service.wait_ready()
-    finally:
-        service.stop()
+    with gateway_for(slow_edge_tiny, token, tmp_path / "gateway.log") as service:
+        yield service
 
 
 @pytest.fixture

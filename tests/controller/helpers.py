@@ -4,13 +4,14 @@ body, and waits on the controller's own state (never fixed sleeps)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-from controller.backends.local import LocalService
+from controller.backends.local import LocalService, ServiceKind
 from controller.core import Controller
 from controller.history import Outcome, SwitchRecord
 from controller.pipelines import DirectLink, PipelineLauncher
@@ -59,6 +60,20 @@ def controller_process_settings(
         "max_standby": "1",
         **more,
     }
+
+
+@contextlib.contextmanager
+def gateway_for(prepared: Prepared, token: str, log: Path) -> Iterator[LocalService]:
+    """A gateway process for ``prepared``'s tiny model, stopped on the way out."""
+    service = LocalService(
+        ServiceKind.GATEWAY,
+        {"partition_dir": str(prepared.partitions), "model_name": "tiny", "admin_token": token},
+        log,
+    ).start()
+    try:
+        yield service.wait_ready()
+    finally:
+        service.stop()
 
 
 def request_body() -> tuple[bytes, dict[str, str]]:

@@ -100,8 +100,8 @@ def test_hosted_partitions_switch_as_sessions_in_two_host_processes(
     hosts: set[str] = set()
     original = controller.launcher.start
 
-    async def start_and_note(cut: int, codec: str = "none"):
-        pipeline = await original(cut, codec)
+    async def start_and_note(option):
+        pipeline = await original(option)
         for service in (pipeline.edge, pipeline.cloud):
             if service is not None:
                 assert "/hosted/" in service.url, service.url

@@ -105,8 +105,8 @@ def test_a_killed_edge_host_is_replaced_by_a_new_host(
     edge_hosts: list[str] = []
     start = controller.launcher.start
 
-    async def start_and_note(cut: int, codec: str = "none"):
-        pipeline = await start(cut, codec)
+    async def start_and_note(option):
+        pipeline = await start(option)
         edge_hosts.append(pipeline.edge.url.split("/hosted/")[0])
         return pipeline
 

@@ -118,17 +118,17 @@ def test_a_large_step_is_followed_within_the_fast_dwell(planner: Planner) -> Non
 
 def test_decisions_name_their_reason(planner: Planner) -> None:
     policy = SwitchPolicy(planner, rule=SwitchRule(dwell_s=1.0, min_estimates=2))
-    assert policy.decide(current_cut=0, bandwidth_bps=50e6, now_s=0.0).reason is (
+    assert policy.decide(current=0, bandwidth_bps=50e6, now_s=0.0).reason is (
         Reason.CURRENT_IS_BEST
     )
     # At 38 mbit the split gains 1.6 ms over all-cloud: inside the 2.6 ms band.
-    small = policy.decide(current_cut=0, bandwidth_bps=38e6, now_s=0.1)
+    small = policy.decide(current=0, bandwidth_bps=38e6, now_s=0.1)
     assert (small.decision, small.reason) == (Decision.STAY, Reason.GAIN_TOO_SMALL)
     assert small.best_cut == 1
-    waiting = policy.decide(current_cut=0, bandwidth_bps=5e6, now_s=1.0)
+    waiting = policy.decide(current=0, bandwidth_bps=5e6, now_s=1.0)
     assert (waiting.decision, waiting.reason) == (Decision.STAY, Reason.DWELLING)
     assert waiting.target_cut == 0
-    go = policy.decide(current_cut=0, bandwidth_bps=5e6, now_s=2.0)
+    go = policy.decide(current=0, bandwidth_bps=5e6, now_s=2.0)
     assert (go.decision, go.reason) == (Decision.SWITCH, Reason.BETTER_CUT)
     assert go.target_cut == 2
     assert go.gain_s == pytest.approx((0.010 + 1.6e6 / 5e6) - 0.080)
@@ -141,7 +141,7 @@ def test_switch_must_pay_back_its_cost_when_the_rate_is_known(planner: Planner) 
     def decide(rate: float, cost: float) -> Reason:
         policy = SwitchPolicy(planner, rule=rule)
         decision = policy.decide(
-            current_cut=1, bandwidth_bps=5e6, now_s=0.0, switch_cost_s=cost, request_rate=rate
+            current=1, bandwidth_bps=5e6, now_s=0.0, switch_cost_s=cost, request_rate=rate
         )
         return decision.reason
 
@@ -153,9 +153,9 @@ def test_switch_must_pay_back_its_cost_when_the_rate_is_known(planner: Planner) 
 
 def test_a_clock_going_backwards_restarts_the_dwell(planner: Planner) -> None:
     policy = SwitchPolicy(planner, rule=SwitchRule(dwell_s=1.0, min_estimates=1))
-    policy.decide(current_cut=0, bandwidth_bps=5e6, now_s=10.0)
-    assert policy.decide(current_cut=0, bandwidth_bps=5e6, now_s=3.0).reason is Reason.DWELLING
-    assert policy.decide(current_cut=0, bandwidth_bps=5e6, now_s=4.0).reason is Reason.BETTER_CUT
+    policy.decide(current=0, bandwidth_bps=5e6, now_s=10.0)
+    assert policy.decide(current=0, bandwidth_bps=5e6, now_s=3.0).reason is Reason.DWELLING
+    assert policy.decide(current=0, bandwidth_bps=5e6, now_s=4.0).reason is Reason.BETTER_CUT
 
 
 @pytest.mark.parametrize(
