@@ -90,7 +90,12 @@ def cmd_bench_downtime(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         control=not args.no_control,
         hosted=args.hosted,
+        codecs=tuple(codec.name for codec in args.codecs),
+        accuracy_inputs=args.accuracy,
+        max_top1_disagreement=args.max_top1_disagreement,
     )
+    if args.max_top1_disagreement is not None and not args.codecs:
+        raise NeukonfigError("--max-top1-disagreement needs --codecs (e.g. int8,int8+zstd)")
     report = run_downtime(scenario, progress)
     table = markdown_table(report)
     out = Path(args.json) if args.json else results / "downtime.json"
@@ -106,6 +111,21 @@ def cmd_bench_downtime(args: argparse.Namespace) -> int:
     print(table)
     print(f"\nresults in {results} (JSON: {out}, plot: {picture})")
     return 0
+
+
+def add_codec_budget_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--codecs",
+        type=codec_list,
+        default=[],
+        help="plan (cut, codec) pairs over these codecs too (e.g. int8,int8+zstd; 'all')",
+    )
+    parser.add_argument(
+        "--accuracy", type=positive_int, default=256, help="inputs for the codecs' accuracy"
+    )
+    parser.add_argument(
+        "--max-top1-disagreement", type=share, help="the accuracy budget for lossy codecs"
+    )
 
 
 def _add_bench(commands: argparse._SubParsersAction) -> None:
@@ -136,6 +156,7 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="partitions as sessions in one edge and one cloud host process (hosted_partitions)",
     )
+    add_codec_budget_arguments(downtime)
     add_edge_device_arguments(downtime)
     downtime.add_argument("--edge-threads", type=positive_int, default=1)
     downtime.add_argument("--workdir", default=".neukonfig/bench")
@@ -154,18 +175,7 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
     add_edge_device_arguments(planner)
     planner.add_argument("--edge-threads", type=positive_int, default=1)
     planner.add_argument("--workdir", default=".neukonfig/bench")
-    planner.add_argument(
-        "--codecs",
-        type=codec_list,
-        default=[],
-        help="plan (cut, codec) pairs over these codecs too (e.g. int8,int8+zstd; 'all')",
-    )
-    planner.add_argument(
-        "--accuracy", type=positive_int, default=256, help="inputs for the codecs' accuracy"
-    )
-    planner.add_argument(
-        "--max-top1-disagreement", type=share, help="the accuracy budget for lossy codecs"
-    )
+    add_codec_budget_arguments(planner)
     planner.add_argument("--json", default="results/planner_regret.json")
     planner.set_defaults(handler=cmd_bench_planner)
 

@@ -578,6 +578,7 @@ class Controller:
             await self.gateway.register(
                 pipeline_id=pipeline.id,
                 cut=option.cut,
+                codec=option.codec,
                 edge_url=pipeline.edge.url,
                 cloud_url=pipeline.cloud.url if pipeline.cloud else None,
             )

@@ -72,9 +72,21 @@ class GatewayClient:
         return Routing(body["active"], [PipelineInfo.from_json(p) for p in body["pipelines"]])
 
     async def register(
-        self, *, pipeline_id: str, cut: int, edge_url: str, cloud_url: str | None
+        self,
+        *,
+        pipeline_id: str,
+        cut: int,
+        edge_url: str,
+        cloud_url: str | None,
+        codec: str = "none",
     ) -> PipelineInfo:
-        body = {"id": pipeline_id, "cut": cut, "edge_url": edge_url, "cloud_url": cloud_url}
+        body = {
+            "id": pipeline_id,
+            "cut": cut,
+            "codec": codec,
+            "edge_url": edge_url,
+            "cloud_url": cloud_url,
+        }
         return PipelineInfo.from_json(await self._call("POST", "/admin/pipelines", json=body))
 
     async def switch(self, pipeline_id: str | None, *, strategy: str) -> SwitchOutcome:

@@ -22,6 +22,7 @@ lossy row without a measured accuracy is never picked (``CodecBudget``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,6 +124,38 @@ def cuts_worth_measuring(
     )
     ranked = (choice for bps in bandwidths for choice in optimistic.ranked(bps)[:top])
     return sorted({c.cut for c in ranked if not Codec.parse(c.codec).lossless_only})
+
+
+def cached_accuracy(
+    directory: Path,
+    codecs: Sequence[Codec],
+    *,
+    inputs: int,
+    cuts: Collection[int],
+    progress: Progress | None = None,
+) -> dict[int, list[CodecAccuracy]]:
+    """``measure_accuracy`` at ``cuts``, each cut measured once and kept beside the
+    partitions in ``directory`` (it depends only on them, the codecs and the inputs)."""
+    lossy = sorted(str(codec) for codec in codecs if not codec.lossless_only)
+    tag = "_".join(name.replace("+", "") for name in lossy)
+    cache = directory / f"accuracy-{tag}-n{inputs}.json"
+    known = _read_accuracy(cache)
+    missing = [cut for cut in cuts if cut not in known]
+    if missing:
+        if progress is not None:
+            progress(f"measuring codec accuracy at cuts {missing} (where a codec can win)")
+        known |= measure_accuracy(directory, codecs, inputs=inputs, progress=progress, cuts=missing)
+        found = {str(cut): [a.model_dump() for a in accuracy] for cut, accuracy in known.items()}
+        cache.write_text(json.dumps(found))
+    return {cut: known[cut] for cut in cuts if cut in known}
+
+
+def _read_accuracy(path: Path) -> dict[int, list[CodecAccuracy]]:
+    try:
+        stored = json.loads(path.read_text())
+        return {int(c): [CodecAccuracy(**a) for a in found] for c, found in stored.items()}
+    except (OSError, ValueError, TypeError):
+        return {}  # none yet, or unreadable: measure again
 
 
 def with_accuracy(profile: Profile, measured: dict[int, list[CodecAccuracy]]) -> Profile:

@@ -36,6 +36,8 @@ FALLBACK_HEADER = "x-neukonfig-fallback"
 # gateway -> client: which pipeline (and cut) answered this request.
 PIPELINE_HEADER = "x-neukonfig-pipeline"
 CUT_HEADER = "x-neukonfig-cut"
+# The codec the answering pipeline sent the crossing tensor with; absent when none.
+CODEC_HEADER = "x-neukonfig-codec"
 
 
 def parse_arrival_tail(value: str | None) -> tuple[int, float]:

@@ -13,6 +13,9 @@ import numpy as np
 
 from testbed.probe_client import RequestRecord
 
+# What served a request: its cut, or CUT/CODEC when a codec crossed (RequestRecord.option).
+Served = int | str | None
+
 # Requests that end this close before a flip, or start this close after, are neither
 # steady nor across it.
 FLIP_MARGIN_S = 0.1
@@ -77,27 +80,28 @@ def _rounded(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def settled_cut(records: Sequence[RequestRecord], start_s: float, end_s: float) -> int | None:
-    """The cut that answered most requests sent in the last half of [start, end)."""
+def settled_cut(records: Sequence[RequestRecord], start_s: float, end_s: float) -> Served:
+    """The cut (``RequestRecord.option``: with its codec, if one crossed) that answered
+    most requests sent in the last half of [start, end)."""
     tail_start = start_s + (end_s - start_s) * (1 - SETTLE_SHARE)
-    cuts = [r.cut for r in records if r.ok and tail_start <= r.sent_s < end_s]
+    cuts = [r.option for r in records if r.ok and tail_start <= r.sent_s < end_s]
     if not cuts:
         return None
     return max(set(cuts), key=cuts.count)
 
 
 def steady_latencies(
-    records: Sequence[RequestRecord], cut: int | None, start_s: float, end_s: float
+    records: Sequence[RequestRecord], cut: Served, start_s: float, end_s: float
 ) -> list[float]:
     """Latencies at ``cut`` in the last half of [start, end), after any reaction."""
     tail_start = start_s + (end_s - start_s) * (1 - SETTLE_SHARE)
     return [
-        r.latency_s for r in records if r.ok and r.cut == cut and tail_start <= r.sent_s < end_s
+        r.latency_s for r in records if r.ok and r.option == cut and tail_start <= r.sent_s < end_s
     ]
 
 
 def change_reaction(
-    records: Sequence[RequestRecord], change_s: float, phase_end_s: float, cut_before: int | None
+    records: Sequence[RequestRecord], change_s: float, phase_end_s: float, cut_before: Served
 ) -> dict[str, object]:
     """What one bandwidth change cost clients, DESIGN.md's measure 3.
 
@@ -117,7 +121,7 @@ def change_reaction(
     window_latency = [r.latency_s for r in window]
     first = next(
         (r.done_s for r in sorted(records, key=lambda r: r.done_s)
-         if r.ok and r.cut == cut and r.done_s >= change_s),
+         if r.ok and r.option == cut and r.done_s >= change_s),
         None,
     )  # fmt: skip
     moved = cut != cut_before
@@ -164,14 +168,14 @@ def reactions(
 
 
 def switch_cost(
-    records: Sequence[RequestRecord], flip_s: float, to_cut: int, steady_median_s: float | None
+    records: Sequence[RequestRecord], flip_s: float, to_cut: Served, steady_median_s: float | None
 ) -> dict[str, object]:
     """The switch's own cost, apart from the link: the requests in flight across the flip
     and the first ``FIRST_ON_NEW`` on the new cut, against its steady median."""
     across = [r.latency_s for r in records if r.ok and r.sent_s <= flip_s <= r.done_s]
-    first_new = [r.latency_s for r in records if r.ok and r.cut == to_cut and r.sent_s >= flip_s][
-        :FIRST_ON_NEW
-    ]
+    first_new = [
+        r.latency_s for r in records if r.ok and r.option == to_cut and r.sent_s >= flip_s
+    ][:FIRST_ON_NEW]
     return {
         "flip_s": _rounded(flip_s, 3),
         "in_flight_across": len(across),

@@ -16,6 +16,7 @@ repeated ``repeats`` times; the tables give the median and the range, the JSON e
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import time
 from collections import Counter
@@ -32,18 +33,23 @@ from controller.core import Controller
 from controller.embedded import embedded_stack
 from controller.history import SwitchRecord, format_unavailability
 from controller.settings import StrategyName
+from models.codec_accuracy import cached_accuracy, cuts_worth_measuring, with_accuracy
 from models.prepare import Prepared, PrepareOptions, prepare
+from neukonfig.codecs import Codec
+from neukonfig.profiles import Profile, read_profile, write_profile
 from neukonfig.units import format_bandwidth
 from testbed.client_felt import reactions, steady_latencies, switch_cost
 from testbed.edge_device import DeviceSpec, EdgeDevice
 from testbed.links import LINK_DESCRIPTIONS, LinkKind, open_link
 from testbed.netns import TcLink
 from testbed.probe_client import (
+    ATOL_OF_SCALE,
     ProbeCase,
     ProbeClient,
     RequestRecord,
     failure_reasons,
     reference_cases,
+    served_option,
 )
 from testbed.report import machine
 from testbed.shaped_link import ShapedLink
@@ -71,6 +77,11 @@ class DowntimeScenario:
     repeats: int = 1
     control: bool = True
     hosted: bool = False  # partitions as sessions in one host process per side
+    # The controller's codec budget: profile these codecs, measure the lossy ones'
+    # accuracy over accuracy_inputs where they could win, and plan under the budget.
+    codecs: tuple[str, ...] = ()
+    accuracy_inputs: int = 256
+    max_top1_disagreement: float | None = None
 
     @property
     def runs(self) -> list[str]:
@@ -150,9 +161,23 @@ def run_downtime(scenario: DowntimeScenario, progress: Callable[[str], None]) ->
             scenario.edge_threads,
             scenario.profile_slowdown,
             scenario.profile_repeats,
+            codecs=scenario.codecs,
         ),
         progress,
     )
+    budget: dict[str, object] = {"codecs": list(scenario.codecs)}
+    tolerance = ATOL_OF_SCALE
+    if scenario.codecs and scenario.max_top1_disagreement is not None:
+        prepared, accuracy_cuts = _with_accuracy(scenario, prepared, progress)
+        tolerance = answer_tolerance(
+            read_profile(prepared.edge_profile), scenario.max_top1_disagreement
+        )
+        budget |= {
+            "max_top1_disagreement": scenario.max_top1_disagreement,
+            "accuracy_inputs": scenario.accuracy_inputs,
+            "accuracy_cuts": accuracy_cuts,
+            "answer_tolerance_of_scale": tolerance,
+        }
     cases = reference_cases(
         prepared.model_file, prepared.manifest.model.inputs[0], seed=scenario.seed
     )
@@ -160,7 +185,7 @@ def run_downtime(scenario: DowntimeScenario, progress: Callable[[str], None]) ->
     for repeat in range(1, scenario.repeats + 1):
         for name in scenario.runs:
             progress(f"[{repeat}/{scenario.repeats}] {name}: the {scenario.duration_s:g} s run ...")
-            raw = _run_one(scenario, name, prepared, cases, repeat)
+            raw = _run_one(scenario, name, prepared, cases, repeat, tolerance)
             run = analyse(raw, scenario)
             runs[name].append(run)
             progress(f"[{repeat}/{scenario.repeats}] {name}: {summary_line(run)}")
@@ -174,6 +199,7 @@ def run_downtime(scenario: DowntimeScenario, progress: Callable[[str], None]) ->
         "duration_s": scenario.duration_s,
         "repeats": scenario.repeats,
         "hosted_partitions": scenario.hosted,
+        "codec_budget": budget,
         "edge_threads": scenario.edge_threads,
         "seed": scenario.seed,
         "machine": machine(),
@@ -183,17 +209,54 @@ def run_downtime(scenario: DowntimeScenario, progress: Callable[[str], None]) ->
     }
 
 
+def _with_accuracy(
+    scenario: DowntimeScenario, prepared: Prepared, progress: Callable[[str], None]
+) -> tuple[Prepared, list[int]]:
+    """``prepared`` with an edge profile that holds the lossy codecs' accuracy at the cuts
+    where one could rank among the best three at the schedule's bandwidths."""
+    edge, cloud = read_profile(prepared.edge_profile), read_profile(prepared.cloud_profile)
+    rates = sorted({bps for _, bps in scenario.schedule})
+    cuts = cuts_worth_measuring(prepared.manifest, edge, cloud, rates, top=3)
+    measured = cached_accuracy(
+        prepared.partitions,
+        [Codec.parse(name) for name in scenario.codecs],
+        inputs=scenario.accuracy_inputs,
+        cuts=cuts,
+        progress=progress,
+    )
+    path = prepared.edge_profile.with_name(
+        f"{prepared.edge_profile.stem}-acc{scenario.accuracy_inputs}.json"
+    )
+    write_profile(path, with_accuracy(edge, measured))
+    return dataclasses.replace(prepared, edge_profile=path), cuts
+
+
+def answer_tolerance(profile: Profile, max_top1_disagreement: float) -> float:
+    """How far a served answer may be from the fp32 one (a share of its largest
+    magnitude): twice the largest error measured for a lossy codec the budget allows,
+    since the probe's inputs are not the ones measured; the split's own rounding at
+    least."""
+    allowed = [
+        found.max_relative_error
+        for cut in profile.cuts
+        for found in cut.accuracy
+        if found.top1_agreement is not None and 1 - found.top1_agreement <= max_top1_disagreement
+    ]
+    return max(ATOL_OF_SCALE, 2 * max(allowed, default=0.0))
+
+
 def _run_one(
     scenario: DowntimeScenario,
     name: str,
     prepared: Prepared,
     cases: list[ProbeCase],
     repeat: int,
+    tolerance: float,
 ) -> RawRun:
     logs = scenario.workdir / "bench-logs" / f"{name.split()[0]}-{repeat}"
     device = EdgeDevice(scenario.device).open() if scenario.device is not None else None
     try:
-        raw = _serve_through_schedule(scenario, name, prepared, cases, logs, device)
+        raw = _serve_through_schedule(scenario, name, prepared, cases, logs, device, tolerance)
         if device is not None:
             raw.cgroup_peak_bytes = device.memory()[1]  # pipelines still starting included
         return raw
@@ -209,6 +272,7 @@ def _serve_through_schedule(
     cases: list[ProbeCase],
     logs: Path,
     device: EdgeDevice | None,
+    tolerance: float,
 ) -> RawRun:
     strategy = StrategyName.SWITCH_ON_DEMAND if name == CONTROL else StrategyName(name)
     placement = device.command_prefix if device is not None else None
@@ -232,6 +296,7 @@ def _serve_through_schedule(
             settings={
                 "auto": name != CONTROL,
                 "hosted_partitions": scenario.hosted,
+                "max_top1_disagreement": scenario.max_top1_disagreement,
                 **edge_budget(scenario.device),
             },
         ) as stack:
@@ -240,6 +305,7 @@ def _serve_through_schedule(
                 input_name=prepared.manifest.model.inputs[0].name,
                 cases=cases,
                 rate_per_s=scenario.rate_per_s,
+                atol_of_scale=tolerance,
             )
             return asyncio.run(
                 _drive(scenario, stack.controller, client, link, stack.gateway, device)
@@ -355,10 +421,11 @@ def analyse(raw: RawRun, scenario: DowntimeScenario) -> dict[str, object]:
         "edge_memory": _memory_view(raw, first_change),
         "memory_trace": [[round(m.at_s, 3), m.cgroup_bytes, m.pss_bytes] for m in raw.memory],
         "controller_trace": [[round(m.at_s, 3), m.estimate_bps, m.decision] for m in raw.memory],
-        # Per request: sent, done, status, correct, cut, and why the edge answered it on
-        # its own tail (None: the cloud did, or nothing crossed the link).
+        # Per request: sent, done, status, correct, cut, why the edge answered it on its
+        # own tail (None: the cloud did, or nothing crossed the link), and the codec that
+        # crossed (None: none).
         "trace": [
-            [round(r.sent_s, 4), round(r.done_s, 4), r.status, r.correct, r.cut, r.local]
+            [round(r.sent_s, 4), round(r.done_s, 4), r.status, r.correct, r.cut, r.local, r.codec]
             for r in records
         ],
     }
@@ -392,6 +459,8 @@ def _switch_view(
     view: dict[str, object] = {
         "from_cut": record.from_cut,
         "to_cut": record.to_cut,
+        "from_codec": record.from_codec,
+        "to_codec": record.to_codec,
         "outcome": record.outcome.value,
         "reason": record.reason,
         "change_s": round(change, 3),
@@ -402,9 +471,10 @@ def _switch_view(
         "warm": record.warm,
     }
     if record.switched_after_s is not None:
-        steady = steady_latencies(records, record.to_cut, change, phase_end)
+        target = served_option(record.to_cut, record.to_codec)
+        steady = steady_latencies(records, target, change, phase_end)
         median = float(np.median(steady)) if steady else None
-        view |= switch_cost(records, trigger + record.switched_after_s, record.to_cut, median)
+        view |= switch_cost(records, trigger + record.switched_after_s, target, median)
     return view
 
 

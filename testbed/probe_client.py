@@ -24,7 +24,7 @@ import numpy as np
 
 from models.runtime import sample_input
 from neukonfig.manifest import TensorSpec
-from neukonfig.protocol import CUT_HEADER, FALLBACK_HEADER
+from neukonfig.protocol import CODEC_HEADER, CUT_HEADER, FALLBACK_HEADER
 
 # onnxruntime fuses Conv+BN inside a head or tail but not across the cut, so a split
 # model's sums differ from the full model's by a few 1e-6 of the output's scale
@@ -69,6 +69,11 @@ def reference_cases(
     return cases
 
 
+def served_option(cut: int | None, codec: str | None) -> int | str | None:
+    """A plain cut as itself; a coded one as ``CUT/CODEC`` (the planner's label)."""
+    return cut if cut is None or codec in (None, "none") else f"{cut}/{codec}"
+
+
 @dataclass(frozen=True)
 class RequestRecord:
     sent_s: float  # seconds since the client started
@@ -79,6 +84,13 @@ class RequestRecord:
     # The edge finished it on its own copy of the tail, and why (the fallback mark).
     local: str | None = None
     reason: str | None = None  # why it failed: "503 <error>", "ReadTimeout", "wrong answer"
+    codec: str | None = None  # what the answering pipeline coded its tensor with, if any
+
+    @property
+    def option(self) -> int | str | None:
+        """What served it: the cut, or ``CUT/CODEC`` when a codec crossed (so that two
+        codecs of one cut count as two options, as the controller counts them)."""
+        return served_option(self.cut, self.codec)
 
     @property
     def fallback(self) -> bool:
@@ -191,13 +203,14 @@ class ProbeClient:
         (body, headers), expected = self.cases[self._sent % len(self.cases)]
         self._sent += 1
         sent = time.perf_counter() - self.started
-        status, correct, cut, local, reason = 0, False, None, None, None
+        status, correct, cut, local, reason, codec = 0, False, None, None, None, None
         try:
             response = await client.post(self.url, content=body, headers=headers)
             status = response.status_code
             if status == 200:
                 cut = int(response.headers.get(CUT_HEADER, -1))
                 local = response.headers.get(FALLBACK_HEADER)
+                codec = response.headers.get(CODEC_HEADER)
                 answer = first_output(response)
                 correct = answers_match(answer, expected, atol_of_scale=self.atol_of_scale)
                 reason = None if correct else WRONG_ANSWER
@@ -206,7 +219,8 @@ class ProbeClient:
         except (httpx.HTTPError, ValueError, KeyError) as error:
             reason = type(error).__name__
         done = time.perf_counter() - self.started
-        self.records.append(RequestRecord(sent, done, status, correct, cut, local, reason))
+        record = RequestRecord(sent, done, status, correct, cut, local, reason, codec)
+        self.records.append(record)
 
 
 def failure_reasons(records: Sequence[RequestRecord]) -> dict[str, int]:

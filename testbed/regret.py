@@ -15,7 +15,6 @@ at the cuts where a lossy codec would rank among the ``top`` at one of the bandw
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,12 +26,12 @@ import numpy as np
 from controller.embedded import EmbeddedStack, embedded_stack
 from controller.gateway_client import GatewayClient
 from controller.pipelines import PipelineLauncher
-from models.codec_accuracy import cuts_worth_measuring, measure_accuracy, with_accuracy
+from models.codec_accuracy import cached_accuracy, cuts_worth_measuring, with_accuracy
 from models.planner import CodecBudget, CutChoice, Planner
 from models.prepare import Prepared, PrepareOptions, prepare
 from models.runtime import sample_input
 from neukonfig.codecs import Codec
-from neukonfig.profiles import CodecAccuracy, Profile, read_profile
+from neukonfig.profiles import Profile, read_profile
 from neukonfig.units import format_bandwidth
 from testbed.edge_device import DeviceSpec, EdgeDevice
 from testbed.links import LINK_DESCRIPTIONS, LinkKind, open_link
@@ -89,7 +88,14 @@ def run_regret(scenario: RegretScenario, progress: Callable[[str], None]) -> dic
         accuracy_cuts = cuts_worth_measuring(
             prepared.manifest, edge, cloud, scenario.bandwidths, scenario.top
         )
-        edge = with_accuracy(edge, _accuracy(scenario, prepared, accuracy_cuts, progress))
+        measured = cached_accuracy(
+            prepared.partitions,
+            [Codec.parse(name) for name in scenario.codecs],
+            inputs=scenario.accuracy_inputs,
+            cuts=accuracy_cuts,
+            progress=progress,
+        )
+        edge = with_accuracy(edge, measured)
     device = EdgeDevice(scenario.device).open() if scenario.device is not None else None
     try:
         rows = _run_stack(scenario, prepared, (edge, cloud), device, progress)
@@ -109,43 +115,6 @@ def run_regret(scenario: RegretScenario, progress: Callable[[str], None]) -> dic
         "accuracy_cuts": accuracy_cuts,
         "rows": rows,
     }
-
-
-def _accuracy(
-    scenario: RegretScenario,
-    prepared: Prepared,
-    cuts: list[int],
-    progress: Callable[[str], None],
-) -> dict[int, list[CodecAccuracy]]:
-    """The lossy codecs' accuracy at ``cuts``, measured once per cut and kept beside the
-    partitions (it depends only on them, the codecs and the inputs)."""
-    lossy = sorted(name for name in scenario.codecs if not Codec.parse(name).lossless_only)
-    tag = "_".join(name.replace("+", "") for name in lossy)
-    cache = prepared.partitions / f"accuracy-{tag}-n{scenario.accuracy_inputs}.json"
-    known = _read_accuracy(cache)
-    missing = [cut for cut in cuts if cut not in known]
-    if missing:
-        progress(f"measuring codec accuracy at cuts {missing} (where a codec can win)")
-        codecs = [Codec.parse(name) for name in scenario.codecs]
-        known |= measure_accuracy(
-            prepared.partitions,
-            codecs,
-            inputs=scenario.accuracy_inputs,
-            progress=progress,
-            cuts=missing,
-        )
-        cache.write_text(
-            json.dumps({str(c): [a.model_dump() for a in found] for c, found in known.items()})
-        )
-    return {cut: known[cut] for cut in cuts if cut in known}
-
-
-def _read_accuracy(path: Path) -> dict[int, list[CodecAccuracy]]:
-    try:
-        stored = json.loads(path.read_text())
-        return {int(c): [CodecAccuracy(**a) for a in found] for c, found in stored.items()}
-    except (OSError, ValueError, TypeError):
-        return {}  # none yet, or unreadable: measure again
 
 
 def _run_stack(

@@ -20,6 +20,7 @@ from neukonfig.protocol import READY_PATH
 from neukonfig.service import bearer_token_check, internal_headers
 
 NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+CODEC_PATTERN = r"^[a-z0-9+-]{1,64}$"  # neukonfig.codecs names: int8+zstd, int8-channel
 
 
 class RegisterPipeline(BaseModel):
@@ -28,6 +29,12 @@ class RegisterPipeline(BaseModel):
     id: str | None = Field(default=None, pattern=NAME_PATTERN)
     model: str | None = None
     cut: int = Field(ge=0)
+    codec: str = Field(
+        default="none",
+        pattern=CODEC_PATTERN,
+        description="What the pipeline's edge codes the crossing tensor with (shown, and "
+        "sent back to clients in x-neukonfig-codec)",
+    )
     edge_url: AnyHttpUrl
     cloud_url: AnyHttpUrl | None = None
 
@@ -71,6 +78,7 @@ def admin_router(
             id=body.id or new_pipeline_id(body.cut),
             model=table.model,
             cut=body.cut,
+            codec=body.codec,
             edge_url=edge_url,
             cloud_url=cloud_url,
             client=_pipeline_client(edge_url, settings),

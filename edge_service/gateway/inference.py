@@ -42,6 +42,7 @@ from neukonfig.metrics import Metrics, Stage
 from neukonfig.peer_client import PeerResponse
 from neukonfig.protocol import (
     CLOUD_SECONDS_HEADER,
+    CODEC_HEADER,
     CUT_HEADER,
     EDGE_SECONDS_HEADER,
     FALLBACK_HEADER,
@@ -123,6 +124,8 @@ def inference_router(
         # Which pipeline answered: lets probe clients see when traffic moved.
         headers[PIPELINE_HEADER] = pipeline.id
         headers[CUT_HEADER] = str(pipeline.cut)
+        if pipeline.codec != "none":
+            headers[CODEC_HEADER] = pipeline.codec
         if fallback:
             headers[FALLBACK_HEADER] = fallback
         return Response(body, headers=headers)

@@ -49,6 +49,7 @@ class Pipeline:
     edge_url: str
     cloud_url: str | None
     client: PeerClient
+    codec: str = "none"  # what its edge codes the crossing tensor with
     state: PipelineState = PipelineState.STANDBY
     in_flight: int = 0
     served: int = 0
@@ -80,6 +81,7 @@ class Pipeline:
             "id": self.id,
             "model": self.model,
             "cut": self.cut,
+            "codec": self.codec,
             "edge_url": self.edge_url,
             "cloud_url": self.cloud_url,
             "state": self.state.value,

@@ -8,8 +8,10 @@ from testbed.client_felt import change_reaction, flip_cost, reactions, switch_co
 from testbed.probe_client import RequestRecord
 
 
-def request(sent: float, latency: float, cut: int, status: int = 200) -> RequestRecord:
-    return RequestRecord(sent, sent + latency, status, status == 200, cut)
+def request(
+    sent: float, latency: float, cut: int, status: int = 200, codec: str | None = None
+) -> RequestRecord:
+    return RequestRecord(sent, sent + latency, status, status == 200, cut, codec=codec)
 
 
 def drop_trace() -> list[RequestRecord]:
@@ -59,6 +61,20 @@ def test_reactions_chain_the_settled_cut_through_the_schedule() -> None:
     trace = drop_trace() + [request(60 + step / 10, 0.1, 0) for step in range(300)]
     found = reactions(trace, [0.0, 30.0, 60.0], 90.0)
     assert [(r["cut_before"], r["settled_cut"]) for r in found] == [(0, 11), (11, 0)]
+
+
+def test_two_codecs_of_one_cut_are_two_options() -> None:
+    """Cut 0 plain until 30 s, then the same cut with int8 (the gateway's codec header):
+    the phase settles on 0/int8, a move, reached when 0/int8 first completes."""
+    trace = [request(step / 10, 0.1, 0) for step in range(300)]
+    trace += [request(30 + step / 10, 0.3 if step < 5 else 0.05, 0) for step in range(5)]
+    trace += [request(30.5 + step / 10, 0.05, 0, codec="int8") for step in range(295)]
+    reaction = change_reaction(trace, 30.0, 60.0, cut_before=0)
+    assert (reaction["settled_cut"], reaction["moved"]) == ("0/int8", True)
+    assert reaction["to_right_cut_s"] == pytest.approx(0.55, abs=1e-6)
+    assert reaction["steady_p99_s"] == pytest.approx(0.05)
+    none = request(1.0, 0.1, 0, codec="none")
+    assert none.option == 0, "the plain codec is the plain cut"
 
 
 def test_a_switch_shows_its_in_flight_and_first_requests() -> None:
