@@ -35,9 +35,9 @@ from controller.standby import SeenBandwidths, likely_cuts
 from controller.strategies import STRATEGIES
 from models.planner import Option, Planner
 from models.switch_policy import Decision, SwitchPolicy, SwitchRule
-from neukonfig.errors import NeukonfigError
+from neukonfig.errors import EdgeMemoryError, NeukonfigError
 from neukonfig.metrics import Metrics
-from neukonfig.protocol import PROBE_PATH, TRANSFERS_PATH
+from neukonfig.protocol import PARTITION_INFO_PATH, PROBE_PATH, TRANSFERS_PATH
 from neukonfig.service import internal_headers
 from neukonfig.units import parse_bandwidth, parse_duration
 from serving.bandwidth import BandwidthEstimator, Sample, Source, transfer_sample
@@ -62,6 +62,9 @@ STALE_S = 3.0
 # How often to probe when nothing of ours crosses the link (all-edge): the probes are
 # then the only way to see it recover; and when the last probe disputed the estimate.
 SOON_PROBE_S = 0.25
+# Without a configured budget, pipelines may fill this share of the edge's memory limit
+# (the rest is the gateway's, the system's, and a load's transient).
+DEFAULT_BUDGET_SHARE = 0.8
 
 
 class Controller:
@@ -112,6 +115,9 @@ class Controller:
         # on shutdown.
         self._background: set[asyncio.Task[object]] = set()
         self.probe_url: str | None = None
+        # The memory limit the edge partitions report (None: none), once one answered.
+        self.edge_memory_limit: int | None = None
+        self._edge_memory_limit_known = False
         self._http = httpx.AsyncClient(
             timeout=10.0, headers=internal_headers(settings.internal_token)
         )
@@ -139,6 +145,7 @@ class Controller:
             log.info("starting the initial pipeline at cut %s", initial.label)
             pipeline = self.standby_for(initial.option) or await self.launch(initial.option)
             await self.activate(pipeline, "initial")
+        await self._learn_edge_memory_limit()
         if self.settings.strategy is StrategyName.SWITCH_STANDBY:
             await self.refresh_standby()
 
@@ -572,7 +579,8 @@ class Controller:
 
     async def launch(self, option: Option) -> ManagedPipeline:
         """Start a pipeline for ``option`` and register it with the gateway (not yet
-        active)."""
+        active); refused before anything starts if the edge has no room for it."""
+        await self._check_edge_room(option)
         pipeline = await self.launcher.start(option)
         try:
             await self.gateway.register(
@@ -634,21 +642,70 @@ class Controller:
             if pipeline.option not in wanted:
                 await self.retire(pipeline)
         for option in wanted:
-            if self.standby_for(option) is None and await self._fits_budget():
-                with contextlib.suppress(NeukonfigError):
-                    await self.launch(option)
+            if self.standby_for(option) is not None:
+                continue
+            try:
+                await self.launch(option)
+            except EdgeMemoryError as error:
+                log.info("no standby for cut %s: %s", option.label, error.message)
+                return
+            except NeukonfigError as error:
+                log.warning("standby for cut %s not started: %s", option.label, error.message)
 
-    async def _fits_budget(self) -> bool:
-        budget = self.settings.edge_memory_budget_mb
+    @property
+    def edge_memory_budget(self) -> int | None:
+        """What all pipelines' edges may use: the setting, cut to the edge's memory limit;
+        without one, ``DEFAULT_BUDGET_SHARE`` of that limit; None: no budget known."""
+        budget, limit = self.settings.edge_memory_budget, self.edge_memory_limit
         if budget is None:
-            return True
+            return None if limit is None else int(limit * DEFAULT_BUDGET_SHARE)
+        return budget if limit is None else min(budget, limit)
+
+    async def _learn_edge_memory_limit(self) -> None:
+        """Ask the edges for the memory limit they run under, until one answers."""
+        for pipeline in list(self.pipelines.values()):
+            if self._edge_memory_limit_known:
+                return
+            try:
+                response = await self._http.get(pipeline.edge.url + PARTITION_INFO_PATH)
+                limit = response.raise_for_status().json()["memory_limit_bytes"]
+            except (httpx.HTTPError, ValueError, KeyError, TypeError):
+                continue
+            self.edge_memory_limit, self._edge_memory_limit_known = limit, True
+            budget = self.settings.edge_memory_budget
+            if limit is not None and budget is not None and budget > limit:
+                log.warning(
+                    "edge memory budget %s is over the %s the edge runs under: using %s",
+                    _mib(budget),
+                    _mib(limit),
+                    _mib(limit),
+                )
+
+    async def _check_edge_room(self, option: Option) -> None:
+        """Refuse a new pipeline whose edge would overfill the budget: its edge is
+        reckoned at the running pipelines' mean, since heads of one model differ less
+        than what a process or a session costs."""
+        if not self.pipelines:
+            return
+        await self._learn_edge_memory_limit()
+        budget = self.edge_memory_budget
+        if budget is None:
+            return
         used = await self.edge_memory_bytes()
-        per_pipeline = used / max(len(self.pipelines), 1)
-        return used + per_pipeline <= budget * 2**20
+        each = used / len(self.pipelines)
+        if used + each > budget:
+            raise EdgeMemoryError(
+                f"cut {option.label} refused: a pipeline's edge takes about {_mib(each)} and "
+                f"{len(self.pipelines)} pipelines use {_mib(used)} of the {_mib(budget)} edge "
+                "memory budget (NEUKONFIG_CONTROLLER_EDGE_MEMORY_BUDGET, or 80% of the "
+                "edge's memory limit)"
+            )
 
     async def edge_memory_bytes(self) -> int:
+        """What every pipeline's edge uses now (read at once: a switch may be waiting)."""
         backend = self.launcher.backend
-        sizes = [await backend.memory_bytes(p.edge) for p in self.pipelines.values()]
+        edges = [p.edge for p in self.pipelines.values()]
+        sizes = await asyncio.gather(*(backend.memory_bytes(edge) for edge in edges))
         return sum(size or 0 for size in sizes)
 
     # -- what the read-only API shows ----------------------------------------------------
@@ -664,5 +721,13 @@ class Controller:
             "last_decision": self.last_decision,
             "switching": self.switching,
             "pin": self.pin.describe() if self.pin is not None else None,
+            "edge_memory": {
+                "budget_bytes": self.edge_memory_budget,
+                "limit_bytes": self.edge_memory_limit,
+            },
             "pipelines": [p.describe() for p in self.pipelines.values()],
         }
+
+
+def _mib(size: float) -> str:
+    return f"{size / 2**20:.0f} MiB"

@@ -10,7 +10,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from neukonfig.errors import InvalidUnitError
-from neukonfig.units import parse_share
+from neukonfig.units import parse_bytes, parse_share
 
 
 class StrategyName(str, enum.Enum):
@@ -72,8 +72,12 @@ class ControllerSettings(BaseSettings):
     drain_timeout_s: float = Field(default=30.0, ge=0)
     probe_bytes: int = Field(default=32 * 1024, ge=1024, description="Smallest active probe")
     max_standby: int = Field(default=2, ge=0, description="Standby pipelines kept (standby only)")
-    edge_memory_budget_mb: float | None = Field(
-        default=None, gt=0, description="Edge memory that standby pipelines may fill"
+    edge_memory_budget: int | None = Field(
+        default=None,
+        description="Edge memory all pipelines together may use (bytes, or e.g. 1.5GiB): a new "
+        "pipeline that would not fit is refused. Unset: 80% of the memory limit the edge "
+        "partitions run under (a cgroup: the device, a container's mem_limit), none without. "
+        "A budget over that limit is cut to it",
     )
     max_top1_disagreement: float | None = Field(
         default=None,
@@ -105,6 +109,16 @@ class ControllerSettings(BaseSettings):
     stop_services_on_exit: bool = Field(
         default=False, description="Stop every pipeline on exit (neukonfig up) or leave them"
     )
+
+    @field_validator("edge_memory_budget", mode="before")
+    @classmethod
+    def _bytes(cls, value: object) -> object:
+        if value is None or isinstance(value, int):
+            return value
+        try:
+            return parse_bytes(str(value))
+        except InvalidUnitError as error:
+            raise ValueError(error.message) from None
 
     @field_validator("max_top1_disagreement", mode="before")
     @classmethod

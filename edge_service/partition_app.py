@@ -61,6 +61,7 @@ from neukonfig.service import (
 )
 from serving import hosting
 from serving.compute_queue import ComputeQueue
+from serving.memory_limit import memory_limit_bytes
 from serving.partition_host import (
     LoadState,
     PartitionHost,
@@ -426,12 +427,17 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
     add_plain_route(app, INFER_PATH, infer, methods=["POST"])
     add_metrics_route(app, metrics)
 
+    # The device's memory, for the controller's budget: read once, it does not change.
+    memory_limit = memory_limit_bytes()
+
     def tail_info() -> dict[str, object]:
-        """What ``/v1/partition`` adds for an edge: its codec and its local tail."""
+        """What ``/v1/partition`` adds for an edge: its codec, its local tail, and the
+        memory limit it runs under (None: none)."""
+        shown: dict[str, object] = {"codec": codec.name, "memory_limit_bytes": memory_limit}
         if fallback is None:
-            return {"codec": codec.name, "local_tail": None}
+            return shown | {"local_tail": None}
         tail = {"state": fallback.state, "expected_s": fallback.expected_s}
-        return {"codec": codec.name, "local_tail": tail}
+        return shown | {"local_tail": tail}
 
     app.include_router(health_router(host, details=tail_info))
 

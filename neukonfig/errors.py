@@ -119,6 +119,12 @@ class UpstreamTimeoutError(UpstreamError):
     status_code = 504
 
 
+class EdgeMemoryError(NeukonfigError):
+    """A new pipeline would not fit in the edge's memory budget: refused before it starts."""
+
+    status_code = 409
+
+
 class InvalidUnitError(NeukonfigError):
     """A bandwidth or duration that is not a positive number with a known unit."""
 

@@ -132,11 +132,12 @@ class RawRun:
     estimates: list[tuple[float, float | None]] = field(default_factory=list)
 
 
-def edge_budget(device: DeviceSpec | None) -> dict[str, float]:
-    """Standby pipelines may fill 80% of the device's memory limit, not more."""
+def edge_budget(device: DeviceSpec | None) -> dict[str, int]:
+    """Pipelines may fill 80% of the device's memory limit, not more (the controller's
+    default, from the limit the edge reports; set here as well so the report says it)."""
     if device is None:
         return {}
-    return {"edge_memory_budget_mb": round(device.memory_bytes * 0.8 / 2**20)}
+    return {"edge_memory_budget": round(device.memory_bytes * 0.8)}
 
 
 def edge_memory(pids: list[int]) -> tuple[int, int]:

@@ -1,0 +1,81 @@
+"""The edge memory budget: checked against the memory limit the edge partitions report,
+and a pipeline that would not fit refused before it starts, with the reason, while the
+current one keeps serving. Real processes; memory as the process backend measures it."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+
+from controller.app import create_app
+from controller.assemble import build_controller
+from controller.settings import StrategyName
+from testbed.faults import CUT_AT_HIGH, CUT_AT_LOW, tiny_probe_client
+from tests.controller.helpers import settings_for, wait_until
+
+
+def test_a_pipeline_over_the_budget_is_refused_and_the_old_one_serves(
+    slow_edge_tiny, gateway, token: str, tmp_path: Path, link
+) -> None:
+    settings = settings_for(
+        slow_edge_tiny,
+        gateway,
+        token,
+        tmp_path / "state",
+        strategy=StrategyName.SWITCH_STANDBY,  # standbys too are kept within the budget
+        auto=False,
+        edge_memory_budget="1MB",  # one edge partition process alone is ~100 MB
+    )
+    controller = build_controller(settings, link=link)
+    client = tiny_probe_client(gateway.url, slow_edge_tiny)
+    auth = {"authorization": f"Bearer {token}"}
+    transport = httpx.ASGITransport(app=create_app(controller))
+
+    async def scenario() -> dict[str, object]:
+        async with (
+            controller.running(),
+            httpx.AsyncClient(transport=transport, base_url="http://controller") as api,
+        ):
+            assert len(controller.pipelines) == 1, "no standby fits the budget"
+            stop = asyncio.Event()
+            load = asyncio.create_task(client.run(stop))
+            try:
+                await wait_until(lambda: len(client.records) >= 5, timeout=30)
+                answer = await api.post("/v1/switch", json={"cut": CUT_AT_LOW}, headers=auth)
+                await wait_until(lambda: len(client.records) >= 10, timeout=30)
+            finally:
+                stop.set()
+                await load
+            assert controller.active.cut == CUT_AT_HIGH
+            assert len(controller.pipelines) == 1, "nothing was started, standby or not"
+            return {"switch": answer.json(), "state": (await api.get("/v1/state")).json()}
+
+    shown = asyncio.run(scenario())
+    switch = shown["switch"]
+    assert switch["outcome"] == "abandoned", switch
+    assert f"cut {CUT_AT_LOW} refused" in switch["error"]
+    assert "edge memory budget" in switch["error"]
+    memory = shown["state"]["edge_memory"]
+    assert memory["budget_bytes"] == 10**6
+    assert memory["limit_bytes"] > 10**8, "the edge reported the memory it runs under"
+    assert [r for r in client.records if not r.ok] == []
+
+
+def test_a_budget_over_the_edges_limit_is_cut_to_it(
+    slow_edge_tiny, gateway, token: str, tmp_path: Path, link
+) -> None:
+    settings = settings_for(
+        slow_edge_tiny, gateway, token, tmp_path / "state", edge_memory_budget="4096GiB"
+    )
+    controller = build_controller(settings, link=link)
+
+    async def scenario() -> None:
+        async with controller.running():
+            assert controller.edge_memory_limit is not None
+            assert controller.edge_memory_budget == controller.edge_memory_limit
+
+    asyncio.run(scenario())
+    defaults = settings_for(slow_edge_tiny, gateway, token, tmp_path / "again")
+    assert defaults.edge_memory_budget is None, "unset: 80% of the edge's limit, once known"
