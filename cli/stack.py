@@ -68,6 +68,8 @@ def cmd_bench_downtime(args: argparse.Namespace) -> int:
     except ValueError as error:
         known = ", ".join(s.value for s in StrategyName)
         raise NeukonfigError(f"{error}; strategies are {known}") from None
+    if args.max_top1_disagreement is not None and not args.codecs:
+        raise NeukonfigError("--max-top1-disagreement needs --codecs (e.g. int8,int8+zstd)")
     schedule = parse_schedule(args.schedule)
     if not schedule or schedule[0][0] != 0:
         raise NeukonfigError("--schedule must start with a rate at 0, e.g. 50mbit@0,5mbit@20")
@@ -94,8 +96,6 @@ def cmd_bench_downtime(args: argparse.Namespace) -> int:
         accuracy_inputs=args.accuracy,
         max_top1_disagreement=args.max_top1_disagreement,
     )
-    if args.max_top1_disagreement is not None and not args.codecs:
-        raise NeukonfigError("--max-top1-disagreement needs --codecs (e.g. int8,int8+zstd)")
     report = run_downtime(scenario, progress)
     table = markdown_table(report)
     out = Path(args.json) if args.json else results / "downtime.json"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -74,6 +75,7 @@ class ControllerSettings(BaseSettings):
     max_standby: int = Field(default=2, ge=0, description="Standby pipelines kept (standby only)")
     edge_memory_budget: int | None = Field(
         default=None,
+        gt=0,
         description="Edge memory all pipelines together may use (bytes, or e.g. 1.5GiB): a new "
         "pipeline that would not fit is refused. Unset: 80% of the memory limit the edge "
         "partitions run under (a cgroup: the device, a container's mem_limit), none without. "
@@ -81,6 +83,8 @@ class ControllerSettings(BaseSettings):
     )
     max_top1_disagreement: float | None = Field(
         default=None,
+        ge=0,
+        le=1,
         description="Codec budget: plan lossy codecs of the crossing tensor whose measured "
         "top-1 disagreement with the fp32 model is at most this share (0.01 or 1%; needs "
         "profiles made with --codecs and --accuracy). Unset: lossless codecs only",
@@ -113,22 +117,12 @@ class ControllerSettings(BaseSettings):
     @field_validator("edge_memory_budget", mode="before")
     @classmethod
     def _bytes(cls, value: object) -> object:
-        if value is None or isinstance(value, int):
-            return value
-        try:
-            return parse_bytes(str(value))
-        except InvalidUnitError as error:
-            raise ValueError(error.message) from None
+        return _parsed(value, parse_bytes)
 
     @field_validator("max_top1_disagreement", mode="before")
     @classmethod
     def _share(cls, value: object) -> object:
-        if value is None or isinstance(value, float):
-            return value
-        try:
-            return parse_share(str(value))
-        except InvalidUnitError as error:
-            raise ValueError(error.message) from None
+        return _parsed(value, parse_share)
 
     @model_validator(mode="after")
     def _token_is_set(self) -> ControllerSettings:
@@ -148,6 +142,17 @@ class ControllerSettings(BaseSettings):
     def token(self) -> str:
         assert self.admin_token is not None
         return self.admin_token.get_secret_value()
+
+
+def _parsed(value: object, parse: Callable[[str], object]) -> object:
+    """A string as users write it (``1.5GiB``, ``1%``) through ``parse``; numbers as
+    they are (pydantic checks them)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return parse(value)
+    except InvalidUnitError as error:
+        raise ValueError(error.message) from None
 
 
 @lru_cache

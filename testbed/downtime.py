@@ -33,7 +33,8 @@ from controller.core import Controller
 from controller.embedded import embedded_stack
 from controller.history import SwitchRecord, format_unavailability
 from controller.settings import StrategyName
-from models.codec_accuracy import cached_accuracy, cuts_worth_measuring, with_accuracy
+from models.codec_accuracy import accuracy_where_it_matters, cached_accuracy
+from models.planner import CodecBudget
 from models.prepare import Prepared, PrepareOptions, prepare
 from neukonfig.codecs import Codec
 from neukonfig.profiles import Profile, read_profile, write_profile
@@ -213,22 +214,27 @@ def run_downtime(scenario: DowntimeScenario, progress: Callable[[str], None]) ->
 def _with_accuracy(
     scenario: DowntimeScenario, prepared: Prepared, progress: Callable[[str], None]
 ) -> tuple[Prepared, list[int]]:
-    """``prepared`` with an edge profile that holds the lossy codecs' accuracy at the cuts
-    where one could rank among the best three at the schedule's bandwidths."""
-    edge, cloud = read_profile(prepared.edge_profile), read_profile(prepared.cloud_profile)
-    rates = sorted({bps for _, bps in scenario.schedule})
-    cuts = cuts_worth_measuring(prepared.manifest, edge, cloud, rates, top=3)
-    measured = cached_accuracy(
-        prepared.partitions,
-        [Codec.parse(name) for name in scenario.codecs],
-        inputs=scenario.accuracy_inputs,
-        cuts=cuts,
-        progress=progress,
+    """``prepared`` with an edge profile that holds the lossy codecs' accuracy wherever
+    it can change the best three at the schedule's bandwidths, and those cuts."""
+    codecs = [Codec.parse(name) for name in scenario.codecs]
+    edge, cuts = accuracy_where_it_matters(
+        prepared.manifest,
+        (read_profile(prepared.edge_profile), read_profile(prepared.cloud_profile)),
+        CodecBudget(scenario.max_top1_disagreement),
+        measure=lambda cuts: cached_accuracy(
+            prepared.partitions,
+            codecs,
+            inputs=scenario.accuracy_inputs,
+            cuts=cuts,
+            progress=progress,
+        ),
+        bandwidths=sorted({bps for _, bps in scenario.schedule}),
+        top=3,
     )
     path = prepared.edge_profile.with_name(
         f"{prepared.edge_profile.stem}-acc{scenario.accuracy_inputs}.json"
     )
-    write_profile(path, with_accuracy(edge, measured))
+    write_profile(path, edge)
     return dataclasses.replace(prepared, edge_profile=path), cuts
 
 

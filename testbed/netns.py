@@ -65,6 +65,7 @@ class TcLink:
 
     def _create(self) -> None:
         ns, edge, cloud = self.namespace, self.edge_device, self.cloud_device
+        _refuse_a_second_link()
         run_checked("ip", "netns", "add", ns)
         run_checked("ip", "link", "add", edge, "type", "veth", "peer", "name", cloud)
         run_checked("ip", "link", "set", cloud, "netns", ns)
@@ -132,6 +133,24 @@ class TcLink:
 def tbf_arguments(rate_bps: float) -> list[str]:
     """``tc ... tbf`` parameters for a rate, the same on every shaped link."""
     return ["rate", f"{int(rate_bps)}bit", "burst", BURST, "latency", LATENCY]
+
+
+def _refuse_a_second_link() -> None:
+    """Every link uses the same /30: a second one at once would take the cloud address's
+    route from the first (a test run beside a benchmark cut the benchmark's cloud off:
+    its probe service never became ready). Refuse it, naming the one that is up."""
+    shown = subprocess.run(
+        ["ip", "-o", "addr", "show", "to", EDGE_ADDRESS],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    if shown:
+        device = shown[1]
+        raise NetnsUnavailableError(
+            f"another tc link is up ({device} holds {EDGE_ADDRESS}): one at a time; if no "
+            f"benchmark or test is running, remove it with ip link del {device}"
+        )
 
 
 def run_checked(*command: str) -> None:

@@ -26,7 +26,7 @@ import numpy as np
 from controller.embedded import EmbeddedStack, embedded_stack
 from controller.gateway_client import GatewayClient
 from controller.pipelines import PipelineLauncher
-from models.codec_accuracy import cached_accuracy, cuts_worth_measuring, with_accuracy
+from models.codec_accuracy import accuracy_where_it_matters, cached_accuracy
 from models.planner import CodecBudget, CutChoice, Planner
 from models.prepare import Prepared, PrepareOptions, prepare
 from models.runtime import sample_input
@@ -85,17 +85,21 @@ def run_regret(scenario: RegretScenario, progress: Callable[[str], None]) -> dic
     edge, cloud = read_profile(prepared.edge_profile), read_profile(prepared.cloud_profile)
     accuracy_cuts: list[int] = []
     if scenario.codecs and scenario.accuracy_inputs:
-        accuracy_cuts = cuts_worth_measuring(
-            prepared.manifest, edge, cloud, scenario.bandwidths, scenario.top
+        codecs = [Codec.parse(name) for name in scenario.codecs]
+        edge, accuracy_cuts = accuracy_where_it_matters(
+            prepared.manifest,
+            (edge, cloud),
+            CodecBudget(scenario.max_top1_disagreement),
+            measure=lambda cuts: cached_accuracy(
+                prepared.partitions,
+                codecs,
+                inputs=scenario.accuracy_inputs,
+                cuts=cuts,
+                progress=progress,
+            ),
+            bandwidths=scenario.bandwidths,
+            top=scenario.top,
         )
-        measured = cached_accuracy(
-            prepared.partitions,
-            [Codec.parse(name) for name in scenario.codecs],
-            inputs=scenario.accuracy_inputs,
-            cuts=accuracy_cuts,
-            progress=progress,
-        )
-        edge = with_accuracy(edge, measured)
     device = EdgeDevice(scenario.device).open() if scenario.device is not None else None
     try:
         rows = _run_stack(scenario, prepared, (edge, cloud), device, progress)

@@ -120,3 +120,11 @@ def test_shape_says_what_is_wrong_in_one_line(tmp_path: Path, monkeypatch) -> No
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     expected = "cannot reach the Docker engine" if os.geteuid() == 0 else "run it as root"
     assert_clean_error(neukonfig("shape", "5mbit", "--duration", "1s"), expected)
+
+
+def test_a_codec_budget_without_codecs_is_refused_at_once(tmp_path: Path) -> None:
+    result = neukonfig(
+        "bench", "downtime", "--max-top1-disagreement", "1%", "--workdir", tmp_path / "work"
+    )
+    assert_clean_error(result, "--max-top1-disagreement needs --codecs")
+    assert not (tmp_path / "work").exists(), "refused before any work"

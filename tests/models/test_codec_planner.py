@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import pytest
 
+from models.codec_accuracy import accuracy_where_it_matters
 from models.crossover import crossover_table
-from models.planner import CodecBudget, Option
+from models.planner import CodecBudget, Option, Planner
 from models.switch_policy import Decision, Reason, SwitchPolicy, replay
-from tests.profile_cases import codec_planner
+from neukonfig.profiles import CodecAccuracy, CodecCost, Profile
+from tests.profile_cases import Cost, codec_planner, manifest_for, profile_for, timing
 
 MBIT = 1e6
 
@@ -69,3 +71,56 @@ def test_a_drop_moves_cut_and_codec_together() -> None:
     trace = [(t / 10, 50 * MBIT) for t in range(50)] + [(5 + t / 10, 5 * MBIT) for t in range(50)]
     events = replay(policy, trace, start_cut=0)
     assert [(e.source, e.target) for e in events] == [(Option(0), Option(1, "int8"))]
+
+
+FOUR_CUTS = (
+    Cost(edge_s=0.0, cloud_s=0.010, frame_bytes=200_000),
+    Cost(edge_s=0.030, cloud_s=0.010, frame_bytes=50_000),
+    Cost(edge_s=0.035, cloud_s=0.010, frame_bytes=48_000),
+    Cost(edge_s=0.080, cloud_s=0.0, frame_bytes=0),
+)
+
+
+def _int8_at(profile: Profile, cuts: tuple[int, ...]) -> Profile:
+    """int8 at ``cuts``: a quarter of the plain frame, 1 ms to encode and 1 to decode."""
+    coded = list(profile.cuts)
+    for index in cuts:
+        size = coded[index].frame_bytes // 4
+        cost = CodecCost(
+            codec="int8",
+            frame_bytes=size,
+            frame_bytes_min=size,
+            frame_bytes_max=size,
+            samples=8,
+            encode=timing(0.001),
+            decode=timing(0.001),
+        )
+        coded[index] = coded[index].model_copy(update={"codecs": [cost]})
+    return profile.model_copy(update={"cuts": coded})
+
+
+def test_a_refused_codec_sends_the_accuracy_measuring_on_to_the_next_cut() -> None:
+    """At 5 mbit, were int8 accurate enough: 1/int8 62 ms, 2/int8 66.2 ms, all-edge 80 ms.
+    int8 at cut 1, the first worth measuring, moves 2% of top-1s (over a 1% budget);
+    2/int8, within it, still beats all-edge, so cut 2 is measured next, and planned."""
+    manifest = manifest_for(FOUR_CUTS)
+    edge, cloud = (_int8_at(profile_for(FOUR_CUTS, role=r), (1, 2)) for r in ("edge", "cloud"))
+    asked: list[list[int]] = []
+
+    def measure(cuts: list[int]) -> dict[int, list[CodecAccuracy]]:
+        asked.append(cuts)
+        return {
+            cut: [CodecAccuracy(codec="int8", inputs=256, max_relative_error=0.01,
+                                top1_agreement=0.98 if cut == 1 else 1.0, top5_agreement=1.0)]
+            for cut in cuts
+        }  # fmt: skip
+
+    budget = CodecBudget(max_top1_disagreement=0.01)
+    profile, measured = accuracy_where_it_matters(
+        manifest, (edge, cloud), budget, measure=measure, bandwidths=[5 * MBIT], top=1
+    )
+    assert asked == [[1], [2]]
+    assert measured == [1, 2]
+    planned = Planner.from_profiles(manifest, profile, cloud, budget=budget).best(5 * MBIT)
+    assert planned.label == "2/int8"
+    assert planned.latency_s == pytest.approx(0.0662)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from controller.backends.local import LocalService, ServiceKind
-from testbed.netns import CLOUD_ADDRESS, TcLink, netns_available
+from testbed.netns import CLOUD_ADDRESS, NetnsUnavailableError, TcLink, netns_available
 
 pytestmark = [
     pytest.mark.root,
@@ -93,3 +93,15 @@ def test_close_removes_everything_even_after_a_failure() -> None:
     with pytest.raises(RuntimeError, match="boom"):
         fail_inside()
     assert not link.exists()
+
+
+def test_a_second_link_at_once_is_refused_and_the_first_kept() -> None:
+    """Both would hold the same /30: the second would take the first one's route."""
+    with TcLink(rate_bps=1e6) as first:
+        second = TcLink(rate_bps=1e6)
+        with pytest.raises(NetnsUnavailableError, match="another tc link is up"):
+            second.open()
+        assert first.exists()
+        assert not second.exists()
+    with TcLink(rate_bps=1e6) as again:  # once the first is closed, a new one opens
+        assert again.exists()
