@@ -27,7 +27,7 @@ from controller.embedded import EmbeddedStack, embedded_stack
 from controller.gateway_client import GatewayClient
 from controller.pipelines import PipelineLauncher
 from models.codec_accuracy import accuracy_where_it_matters, cached_accuracy
-from models.planner import CodecBudget, CutChoice, Planner
+from models.planner import CodecBudget, CutChoice, Option, Planner
 from models.prepare import Prepared, PrepareOptions, prepare
 from models.runtime import sample_input
 from neukonfig.codecs import Codec
@@ -222,11 +222,15 @@ async def _measure_all(
 
 async def _measure_cut(bench: _Bench, cut: int, codec: str = "none") -> float:
     """Median latency of sequential requests through a pipeline for ``cut`` alone."""
-    pipeline = await bench.launcher.start(cut, codec)
+    pipeline = await bench.launcher.start(Option(cut, codec))
     try:
         cloud_url = pipeline.cloud.url if pipeline.cloud else None
         await bench.gateway.register(
-            pipeline_id=pipeline.id, cut=cut, edge_url=pipeline.edge.url, cloud_url=cloud_url
+            pipeline_id=pipeline.id,
+            cut=cut,
+            codec=codec,
+            edge_url=pipeline.edge.url,
+            cloud_url=cloud_url,
         )
         await bench.gateway.switch(pipeline.id, strategy="benchmark")
         latencies: list[float] = []
@@ -275,6 +279,7 @@ def _against_lossless(
     """What the codec budget bought (measured in the same run) and what it cost."""
     return {
         "lossless_cut": lossless.label,
+        "lossless_predicted_ms": round(lossless.latency_s * 1e3, 1),
         "lossless_measured_ms": round(measured[lossless.label] * 1e3, 1),
         "coded_vs_lossless": round(measured[chosen.label] / measured[lossless.label], 3),
         "top1_disagreement": accuracy.get((chosen.cut, chosen.codec), 0.0),
