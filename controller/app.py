@@ -25,8 +25,9 @@ class ManualSwitch(BaseModel):
     cut: int = Field(ge=0)
     codec: str = Field(
         default="none",
-        description="What the new pipeline's edge codes the crossing tensor with; it must "
-        "be a row of the controller's plan (GET /v1/state lists the options)",
+        description="What the new pipeline's edge codes the crossing tensor with; (cut, "
+        "codec) must be an option of the controller's plan (else a 404 lists the cut's "
+        "planned codecs)",
     )
     strategy: StrategyName | None = None
     hold_s: float | None = Field(
