@@ -186,6 +186,15 @@ def _unmeasured_winners(
     return list(dict.fromkeys(cuts))
 
 
+def cached_measure(
+    directory: Path, codecs: Sequence[Codec], *, inputs: int, progress: Progress | None = None
+) -> Measure:
+    """A ``Measure`` for ``accuracy_where_it_matters`` that runs ``cached_accuracy``."""
+    return lambda cuts: cached_accuracy(
+        directory, codecs, inputs=inputs, cuts=cuts, progress=progress
+    )
+
+
 def cached_accuracy(
     directory: Path,
     codecs: Sequence[Codec],

@@ -33,7 +33,7 @@ from controller.core import Controller
 from controller.embedded import embedded_stack
 from controller.history import SwitchRecord, format_unavailability
 from controller.settings import StrategyName
-from models.codec_accuracy import accuracy_where_it_matters, cached_accuracy
+from models.codec_accuracy import accuracy_where_it_matters, cached_measure
 from models.planner import CodecBudget
 from models.prepare import Prepared, PrepareOptions, prepare
 from neukonfig.codecs import Codec
@@ -221,12 +221,8 @@ def _with_accuracy(
         prepared.manifest,
         (read_profile(prepared.edge_profile), read_profile(prepared.cloud_profile)),
         CodecBudget(scenario.max_top1_disagreement),
-        measure=lambda cuts: cached_accuracy(
-            prepared.partitions,
-            codecs,
-            inputs=scenario.accuracy_inputs,
-            cuts=cuts,
-            progress=progress,
+        measure=cached_measure(
+            prepared.partitions, codecs, inputs=scenario.accuracy_inputs, progress=progress
         ),
         bandwidths=sorted({bps for _, bps in scenario.schedule}),
         top=3,

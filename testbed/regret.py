@@ -26,7 +26,7 @@ import numpy as np
 from controller.embedded import EmbeddedStack, embedded_stack
 from controller.gateway_client import GatewayClient
 from controller.pipelines import PipelineLauncher
-from models.codec_accuracy import accuracy_where_it_matters, cached_accuracy
+from models.codec_accuracy import accuracy_where_it_matters, cached_measure
 from models.planner import CodecBudget, CutChoice, Option, Planner
 from models.prepare import Prepared, PrepareOptions, prepare
 from models.runtime import sample_input
@@ -90,12 +90,8 @@ def run_regret(scenario: RegretScenario, progress: Callable[[str], None]) -> dic
             prepared.manifest,
             (edge, cloud),
             CodecBudget(scenario.max_top1_disagreement),
-            measure=lambda cuts: cached_accuracy(
-                prepared.partitions,
-                codecs,
-                inputs=scenario.accuracy_inputs,
-                cuts=cuts,
-                progress=progress,
+            measure=cached_measure(
+                prepared.partitions, codecs, inputs=scenario.accuracy_inputs, progress=progress
             ),
             bandwidths=scenario.bandwidths,
             top=scenario.top,
