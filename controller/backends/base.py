@@ -111,20 +111,36 @@ async def poll_until_ready(
     poll_s: float = 0.05,
 ) -> None:
     """Poll the service's ready path until it answers 200; fail at once when ``problem()``
-    (run in a thread: it may ask an engine) says it never will, or at the timeout."""
+    (run in a thread: it may ask an engine) says it never will, or the ready answer says
+    its load failed, or at the timeout."""
     deadline = time.monotonic() + timeout
     ready_url = handle.url + handle.spec.kind.ready_path
     while time.monotonic() < deadline:
         reason = await asyncio.to_thread(problem)
+        if not reason:
+            try:
+                answer = await http.get(ready_url)
+            except httpx.HTTPError:
+                answer = None
+            if answer is not None and answer.status_code == 200:
+                handle.state = ServiceState.READY
+                return
+            reason = _load_failure(answer)
         if reason:
             handle.state = ServiceState.FAILED
             raise ServiceStartError(f"{handle.spec.name} {reason}:\n{log_tail()}")
-        try:
-            if (await http.get(ready_url)).status_code == 200:
-                handle.state = ServiceState.READY
-                return
-        except httpx.HTTPError:
-            pass
         await asyncio.sleep(poll_s)
     handle.state = ServiceState.FAILED
     raise ServiceStartError(f"{handle.spec.name} not ready after {timeout:g} s:\n{log_tail()}")
+
+
+def _load_failure(answer: httpx.Response | None) -> str | None:
+    """A partition's ready answer after its load failed for good (``{"state": "failed",
+    "error": ...}``, ``serving.partition_host``) as a reason, else None."""
+    try:
+        body = answer.json() if answer is not None else None
+    except ValueError:
+        return None
+    if isinstance(body, dict) and body.get("state") == "failed" and body.get("error"):
+        return f"failed to load: {body['error']}"
+    return None

@@ -88,7 +88,7 @@ class HostedBackend(Backend):
             self._http,
             handle,
             timeout=timeout,
-            problem=lambda: self._load_error(handle),
+            problem=lambda: None,  # a failed load shows in the ready answer itself
             log_tail=lambda: f"(hosted in {host.spec.name}; its log has the details)",
         )
 
@@ -192,15 +192,6 @@ class HostedBackend(Backend):
         return ServiceHandle(
             spec, f"{host.url}{HOSTED_PREFIX}/{spec.name}", f"{host.backend_id}/{spec.name}"
         )
-
-    def _load_error(self, handle: ServiceHandle) -> str | None:
-        """Why a hosted partition will never be ready (its load failed), or None."""
-        try:
-            answer = httpx.get(handle.url + handle.spec.kind.ready_path, timeout=2.0).json()
-        except (httpx.HTTPError, ValueError):
-            return None
-        error = answer.get("error") if isinstance(answer, dict) else None
-        return f"failed to load: {error}" if error else None
 
 
 def _is_hosted(handle: ServiceHandle) -> bool:
