@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cli.certs import add_certs_command
 from cli.common import codec_list, positive_int, progress, share
 from cli.shape import add_shape_command
 from cli.stack import add_stack_commands
@@ -410,6 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_profile_and_plan(commands)
     add_stack_commands(commands)
     add_shape_command(commands)
+    add_certs_command(commands)
     return parser
 
 

@@ -235,6 +235,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         device=edge_device_spec(args, workdir),
         link_kind=resolve_link_kind(args.link),
         hosted=args.hosted,
+        tls=args.tls,
     )
     if options.schedule and not options.link_rate:
         raise NeukonfigError("--schedule changes the emulated link: give --link-rate too")
@@ -276,5 +277,11 @@ def _add_up(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="run partitions as sessions in one edge and one cloud host process: a new "
         "pipeline is a session load, not a process start",
+    )
+    up.add_argument(
+        "--tls",
+        action="store_true",
+        help="mutual TLS between edge and cloud partitions, as across a real WAN "
+        "(certificates made once in WORKDIR/certs)",
     )
     up.set_defaults(handler=cmd_up)

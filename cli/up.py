@@ -32,6 +32,7 @@ from controller.embedded import EmbeddedStack, embedded_stack
 from controller.settings import StrategyName
 from models.prepare import Prepared, PrepareOptions, model_source, prepare
 from neukonfig.errors import NeukonfigError
+from neukonfig.tls import Certificates
 from neukonfig.units import format_bandwidth, parse_bandwidth
 from testbed.client_felt import reactions
 from testbed.downtime import edge_budget
@@ -67,6 +68,7 @@ class UpOptions:
     device: DeviceSpec | None = None
     link_kind: LinkKind = LinkKind.PROXY
     hosted: bool = False  # partitions as sessions in one host process per side
+    tls: bool = False  # mutual TLS between edge and cloud partitions (certificates in workdir)
 
     @property
     def preparation(self) -> PrepareOptions:
@@ -124,6 +126,12 @@ def _prepare_and_serve(options: UpOptions) -> None:
                 f"edge emulated by sleeping (x{options.edge_slowdown:g}), not by cgroups: it "
                 "may use every core of this machine, and loads are not slowed"
             )
+        certificates = None
+        if options.tls:
+            certificates = Certificates.ensure(options.workdir / "certs")
+            say(
+                f"mutual TLS between edge and cloud partitions, certificates in {certificates.root}"
+            )
         link = backend = None
         if options.link_rate:
             link, backend = open_link(
@@ -131,10 +139,11 @@ def _prepare_and_serve(options: UpOptions) -> None:
                 rate_bps=parse_bandwidth(options.link_rate),
                 state_dir=options.workdir / "state",
                 edge_placement=placement,
+                tls_dir=certificates.edge if certificates else None,
             )
             resources.callback(link.close)
             say(f"link: {LINK_DESCRIPTIONS[options.link_kind]} at {options.link_rate}")
-        _serve_stack(options, prepared, cases, link, backend, placement)
+        _serve_stack(options, prepared, cases, link, backend, placement, certificates)
 
 
 def _serve_stack(
@@ -144,6 +153,7 @@ def _serve_stack(
     link: ShapedLink | TcLink | None,
     backend: ProcessBackend | None,
     placement: EdgePlacement | None,
+    certificates: Certificates | None,
 ) -> None:
     with embedded_stack(
         prepared,
@@ -158,6 +168,7 @@ def _serve_stack(
         edge_slowdown=1.0 if options.device else options.edge_slowdown,
         edge_placement=placement,
         settings={"hosted_partitions": options.hosted, **edge_budget(options.device)},
+        certificates=certificates,
     ) as stack:
         token_file = options.workdir / "admin-token"
         token_file.write_text(stack.admin_token + "\n")

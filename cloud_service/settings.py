@@ -5,9 +5,10 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from neukonfig.tls import check_tls_dir
 from serving.hosting import HostingSettings
 
 
@@ -32,6 +33,18 @@ class CloudSettings(HostingSettings):
         description="Shared token the partition services require (x-neukonfig-internal-token); "
         "unset: they rely on their network binding",
     )
+
+    tls_dir: Path | None = Field(
+        default=None,
+        description="The cloud's directory from `neukonfig certs` (ca.pem, cert.pem, key.pem): "
+        "serve HTTPS and refuse clients without a certificate from the same CA (mutual TLS). "
+        "Unset: plain HTTP, for one machine",
+    )
+
+    @field_validator("tls_dir")
+    @classmethod
+    def _usable_tls_dir(cls, path: Path | None) -> Path | None:
+        return check_tls_dir(path) if path is not None else None
 
     @model_validator(mode="after")
     def _not_both(self) -> CloudSettings:

@@ -20,15 +20,15 @@ def make_backend(settings: ControllerSettings) -> Backend:
     """The backend by name; docker and kubernetes take their own NEUKONFIG_DOCKER_* and
     NEUKONFIG_K8S_* settings, and their SDKs are imported only when chosen."""
     if settings.backend == "process":
-        return ProcessBackend(state_dir=settings.state_dir)
+        return ProcessBackend(state_dir=settings.state_dir, tls_dir=settings.tls_dir)
     if settings.backend == "docker":
         from controller.backends.docker import DockerBackend, DockerBackendSettings
 
-        return DockerBackend(DockerBackendSettings())
+        return DockerBackend(DockerBackendSettings(), tls_dir=settings.tls_dir)
     if settings.backend == "kubernetes":
         from controller.backends.kubernetes import KubernetesBackend
 
-        return KubernetesBackend.from_env()
+        return KubernetesBackend.from_env(tls_dir=settings.tls_dir)
     raise UnsupportedModelError(
         f"unknown backend {settings.backend!r}; available: {', '.join(BACKENDS)}"
     )
@@ -53,6 +53,7 @@ def build_controller(
             start_timeout_s=settings.start_timeout_s,
             internal_token=token,
             edge_host_threads=settings.edge_host_threads,
+            tls_dir=settings.tls_dir,
         )
     launcher = PipelineLauncher(
         backend=backend,
@@ -66,6 +67,8 @@ def build_controller(
         edge_slowdown=settings.edge_slowdown,
         edge_max_queue_wait_s=settings.edge_max_queue_wait_s,
         internal_token=token,
+        edge_tls_dir=settings.tls_dir,
+        cloud_tls_dir=settings.cloud_tls_dir,
     )
     gateway = GatewayClient(settings.gateway_url, token=settings.token)
     return Controller(settings, launcher=launcher, planner=planner, gateway=gateway)

@@ -39,6 +39,7 @@ from neukonfig.errors import EdgeMemoryError, NeukonfigError
 from neukonfig.metrics import Metrics
 from neukonfig.protocol import PARTITION_INFO_PATH, PROBE_PATH, TRANSFERS_PATH
 from neukonfig.service import internal_headers
+from neukonfig.tls import tls_http_client
 from neukonfig.units import parse_bandwidth, parse_duration
 from serving.bandwidth import BandwidthEstimator, Sample, Source, transfer_sample
 
@@ -118,8 +119,8 @@ class Controller:
         # The memory limit the edge partitions report (None: none), once one answered.
         self.edge_memory_limit: int | None = None
         self._edge_memory_limit_known = False
-        self._http = httpx.AsyncClient(
-            timeout=10.0, headers=internal_headers(settings.internal_token)
+        self._http = tls_http_client(
+            settings.tls_dir, timeout=10.0, headers=internal_headers(settings.internal_token)
         )
         self.partition_watch = PartitionWatch(
             self._http,

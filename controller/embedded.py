@@ -26,6 +26,7 @@ from controller.core import Controller
 from controller.pipelines import Link
 from controller.settings import ControllerSettings, StrategyName
 from models.prepare import Prepared
+from neukonfig.tls import Certificates
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ def local_gateway(
     port: int = 0,
     internal_token: str | None = None,
     edge_placement: EdgePlacement | None = None,
+    tls_dir: Path | None = None,
 ) -> LocalService:
     """The gateway process for a prepared model (not started)."""
     settings = {
@@ -58,6 +60,8 @@ def local_gateway(
     }
     if internal_token:
         settings["internal_token"] = internal_token
+    if tls_dir is not None:
+        settings["tls_dir"] = str(tls_dir)
     prefix = edge_placement(1) if edge_placement is not None else []
     return LocalService(ServiceKind.GATEWAY, settings, log, port=port, command_prefix=prefix)
 
@@ -78,14 +82,19 @@ def embedded_stack(
     internal_token: bool = True,
     edge_placement: EdgePlacement | None = None,
     settings: Mapping[str, object] | None = None,
+    certificates: Certificates | None = None,
 ) -> Iterator[EmbeddedStack]:
     """Start the gateway, build the controller (not started: see ``Controller.running``),
     and stop the gateway on the way out. The controller stops every partition it started
     when it shuts down. ``edge_placement`` starts the gateway and the edge partitions on
     an emulated edge device (when ``backend`` is given, it must place them itself).
-    ``settings`` overrides any other ``ControllerSettings`` field."""
+    ``settings`` overrides any other ``ControllerSettings`` field. ``certificates``: mutual
+    TLS between edge and cloud partitions (a given ``backend`` needs the edge's too)."""
+    edge_tls = certificates.edge if certificates else None
     if backend is None and edge_placement is not None:
-        backend = ProcessBackend(state_dir=state_dir, edge_placement=edge_placement)
+        backend = ProcessBackend(
+            state_dir=state_dir, edge_placement=edge_placement, tls_dir=edge_tls
+        )
     admin_token = secrets.token_urlsafe(24)
     internal = secrets.token_urlsafe(24) if internal_token else None
     gateway = local_gateway(
@@ -95,6 +104,7 @@ def embedded_stack(
         port=gateway_port,
         internal_token=internal,
         edge_placement=edge_placement,
+        tls_dir=edge_tls,
     )
     try:
         gateway.start().wait_ready()
@@ -113,6 +123,7 @@ def embedded_stack(
             "initial_bandwidth": initial_bandwidth,
             "stop_services_on_exit": True,
             "internal_token": internal,
+            **({"tls_dir": edge_tls, "cloud_tls_dir": certificates.cloud} if certificates else {}),
             **(settings or {}),
         }
         controller = build_controller(ControllerSettings(**values), link=link, backend=backend)

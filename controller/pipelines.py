@@ -89,6 +89,10 @@ class PipelineLauncher:
     edge_slowdown: float = 1.0
     edge_max_queue_wait_s: float | None = None
     internal_token: str | None = None  # handed to every partition service it starts
+    # Each side's directory from `neukonfig certs`: with them, cloud partitions serve
+    # mutual TLS and edge partitions call them with the edge's certificate.
+    edge_tls_dir: Path | None = None
+    cloud_tls_dir: Path | None = None
 
     async def start(self, option: int | Option) -> ManagedPipeline:
         """Start both partitions at once and wait for both; on any failure stop both.
@@ -133,7 +137,7 @@ class PipelineLauncher:
         spec = ServiceSpec(
             ServiceKind.CLOUD_PARTITION,
             f"{self.model}-probe",
-            self._common_settings(),
+            self._common_settings(ServiceKind.CLOUD_PARTITION),
             labels,
         )
         handle = await self.backend.start(spec)
@@ -157,10 +161,14 @@ class PipelineLauncher:
             if service.spec.kind is ServiceKind.CLOUD_PARTITION:
                 await asyncio.to_thread(self.link.unroute, service.url)
 
-    def _common_settings(self) -> dict[str, str]:
+    def _common_settings(self, kind: ServiceKind) -> dict[str, str]:
         settings = {"partition_dir": str(self.partition_dir)}
         if self.internal_token:
             settings["internal_token"] = self.internal_token
+        on_edge = kind is ServiceKind.EDGE_PARTITION
+        tls_dir = self.edge_tls_dir if on_edge else self.cloud_tls_dir
+        if tls_dir is not None:
+            settings["tls_dir"] = str(tls_dir)
         return settings
 
     def _spec(
@@ -173,7 +181,7 @@ class PipelineLauncher:
         cloud_url: str | None = None,
     ) -> ServiceSpec:
         threads = self.edge_threads if kind is ServiceKind.EDGE_PARTITION else self.cloud_threads
-        settings = {**self._common_settings(), "cut": str(cut)}
+        settings = {**self._common_settings(kind), "cut": str(cut)}
         if threads:
             settings["threads"] = str(threads)
         if cloud_url:

@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from neukonfig.errors import InvalidUnitError
+from neukonfig.tls import check_tls_dir
 from neukonfig.units import parse_bytes, parse_share
 
 
@@ -37,6 +38,17 @@ class ControllerSettings(BaseSettings):
         default=None,
         description="Shared token the partition services require (x-neukonfig-internal-token); "
         "unset: they rely on their network binding",
+    )
+    tls_dir: Path | None = Field(
+        default=None,
+        description="The edge's directory from `neukonfig certs`: edge partitions call cloud "
+        "partitions over mutual TLS with it, and the controller checks them with it. Needs "
+        "cloud_tls_dir. Unset: plain HTTP, for one machine",
+    )
+    cloud_tls_dir: Path | None = Field(
+        default=None,
+        description="The cloud's directory from `neukonfig certs`, handed to every cloud "
+        "partition (the docker backend copies its files into each container)",
     )
     strategy: StrategyName = StrategyName.SWITCH_ON_DEMAND
     backend: str = Field(default="process", description="process, docker or kubernetes")
@@ -123,6 +135,17 @@ class ControllerSettings(BaseSettings):
     @classmethod
     def _share(cls, value: object) -> object:
         return _parsed(value, parse_share)
+
+    @field_validator("tls_dir", "cloud_tls_dir")
+    @classmethod
+    def _usable_tls_dir(cls, path: Path | None) -> Path | None:
+        return check_tls_dir(path) if path is not None else None
+
+    @model_validator(mode="after")
+    def _both_sides_or_neither(self) -> ControllerSettings:
+        if (self.tls_dir is None) != (self.cloud_tls_dir is None):
+            raise ValueError("set both tls_dir (the edge's) and cloud_tls_dir, or neither")
+        return self
 
     @model_validator(mode="after")
     def _token_is_set(self) -> ControllerSettings:

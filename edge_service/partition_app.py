@@ -59,6 +59,7 @@ from neukonfig.service import (
     internal_headers,
     read_body,
 )
+from neukonfig.tls import CLOUD_NAME, TlsDir
 from serving import hosting
 from serving.compute_queue import ComputeQueue
 from serving.memory_limit import memory_limit_bytes
@@ -206,6 +207,8 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
             timeout=settings.cloud_timeout_s,
             connect_timeout=settings.connect_timeout_s,
             default_headers=internal_headers(settings.internal_token),
+            tls=TlsDir(settings.tls_dir).client_context() if settings.tls_dir else None,
+            server_hostname=CLOUD_NAME,
         )
         if settings.cloud_url
         else None

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from neukonfig.codecs import Codec
 from neukonfig.peer_client import check_base_url
+from neukonfig.tls import check_tls_dir
 from serving.hosting import HostingSettings
 
 
@@ -22,6 +23,11 @@ class EdgePartitionSettings(HostingSettings):
     )
     cloud_url: str | None = Field(
         default=None, description="Base URL of the cloud partition of the same cut (not for cut N)"
+    )
+    tls_dir: Path | None = Field(
+        default=None,
+        description="The edge's directory from `neukonfig certs` (ca.pem, cert.pem, key.pem): "
+        "call an https:// cloud_url with this client certificate (mutual TLS)",
     )
     threads: int | None = Field(default=None, ge=1, description="onnxruntime intra-op threads")
     share_weights: bool = Field(
@@ -101,10 +107,17 @@ class EdgePartitionSettings(HostingSettings):
     def _reachable_by_peer_client(cls, url: str | None) -> str | None:
         return check_base_url(url) if url is not None else None
 
+    @field_validator("tls_dir")
+    @classmethod
+    def _usable_tls_dir(cls, path: Path | None) -> Path | None:
+        return check_tls_dir(path) if path is not None else None
+
     @model_validator(mode="after")
     def _a_cut_or_a_host(self) -> EdgePartitionSettings:
         if self.hosting == (self.cut is not None):
             raise ValueError("set either cut (serve that head) or hosting=true (a host of heads)")
+        if self.cloud_url and self.cloud_url.startswith("https://") and self.tls_dir is None:
+            raise ValueError("an https:// cloud_url needs tls_dir (the edge's certificates)")
         return self
 
     @property
@@ -160,6 +173,11 @@ class GatewaySettings(BaseSettings):
         description="Shared token the partition services require (x-neukonfig-internal-token); "
         "unset: they rely on their network binding",
     )
+    tls_dir: Path | None = Field(
+        default=None,
+        description="The edge's directory from `neukonfig certs`, to check that an https:// "
+        "cloud partition is ready before registering it",
+    )
     fault_stall_at_flip_s: float = Field(
         default=0.0,
         ge=0,
@@ -167,6 +185,11 @@ class GatewaySettings(BaseSettings):
         description="Fault injection, for tests only: block the event loop this long at "
         "every flip, so a test can prove that its client-felt bound catches a stall",
     )
+
+    @field_validator("tls_dir")
+    @classmethod
+    def _usable_tls_dir(cls, path: Path | None) -> Path | None:
+        return check_tls_dir(path) if path is not None else None
 
     @model_validator(mode="after")
     def _token_is_set(self) -> GatewaySettings:

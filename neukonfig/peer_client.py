@@ -25,8 +25,10 @@ Contract (what callers may rely on):
   timeout, a restart) and never handled the request, so it is sent once more on a fresh
   connection. A peer that dies after reading a request but before answering looks the same;
   for these hops that repeats an inference, which changes nothing but the peer's counters.
-* Plain ``http://`` to a neukonfig service only: no TLS, proxies, redirects, cookies or
-  compression; bodies are buffered in memory. One event loop per client.
+* ``http://``, or ``https://`` with the caller's ``ssl.SSLContext`` and the name the
+  peer's certificate must carry (``neukonfig.tls``: the mutual TLS of the tensor link).
+  No proxies, redirects, cookies or compression; bodies are buffered in memory. One event
+  loop per client.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import collections
 import dataclasses
 import json
 import socket
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -136,7 +139,11 @@ class PeerClient:
         connect_timeout: float,
         max_connections: int = 64,
         default_headers: Mapping[str, str] | None = None,
+        tls: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
     ) -> None:
+        """``tls`` and ``server_hostname``: for an ``https://`` peer, the context to
+        connect with and the name its certificate must carry (default: the URL's host)."""
         if timeout <= 0 or connect_timeout <= 0:
             raise ValueError(f"timeouts must be positive, got {timeout=} and {connect_timeout=}")
         if max_connections < 1:
@@ -144,6 +151,10 @@ class PeerClient:
         self.base_url = check_base_url(base_url)
         self.default_headers = dict(default_headers or {})
         self._host, self._port, netloc, self._prefix = _split_base_url(self.base_url)
+        if self.base_url.startswith("https://") and tls is None:
+            raise ValueError(f"{self.base_url}: an https peer needs a TLS context")
+        self._tls = tls if self.base_url.startswith("https://") else None
+        self._server_hostname = server_hostname or self._host if self._tls else None
         self._host_line = f" HTTP/1.1\r\nhost: {netloc}\r\n"
         self._timeout = timeout
         self._connect_timeout = connect_timeout
@@ -297,12 +308,22 @@ class PeerClient:
         protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
         try:
             transport, _ = await asyncio.wait_for(
-                loop.create_connection(lambda: protocol, self._host, self._port),
+                loop.create_connection(
+                    lambda: protocol,
+                    self._host,
+                    self._port,
+                    ssl=self._tls,
+                    server_hostname=self._server_hostname,
+                ),
                 self._connect_timeout,
             )
         except asyncio.TimeoutError as error:
             raise UpstreamTimeoutError(
                 f"{self.base_url}: connecting took over {self._connect_timeout:g} s"
+            ) from error
+        except ssl.SSLError as error:  # the peer's certificate, or ours, was refused
+            raise UpstreamUnansweredError(
+                f"{self.base_url}: TLS handshake failed: {_describe(error)}"
             ) from error
         except OSError as error:  # refused, unreachable, DNS (gaierror is an OSError)
             raise UpstreamUnansweredError(
@@ -431,14 +452,14 @@ def check_base_url(url: str) -> str:
 
 
 def _split_base_url(url: str) -> tuple[str, int, str, str]:
-    """Host, port, the Host header value and the path prefix of an ``http://`` base URL."""
+    """Host, port, the Host header value and the path prefix of an ``http(s)://`` base URL."""
     try:
         parts = urlsplit(url)
-        port = parts.port or 80
+        port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError as error:
         raise ValueError(f"invalid base URL {url!r}: {error}") from error
-    if parts.scheme != "http" or not parts.hostname:
-        raise ValueError(f"base URL must be http://host[:port][/prefix], got {url!r}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"base URL must be http(s)://host[:port][/prefix], got {url!r}")
     if parts.query or parts.fragment or parts.username or parts.password:
         raise ValueError(f"base URL must not carry a query, fragment or credentials: {url!r}")
     return parts.hostname, port, parts.netloc, parts.path

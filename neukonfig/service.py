@@ -206,14 +206,16 @@ def run_uvicorn(
     port: int,
     log_level: str = "warning",
     header_timeout_s: float = HEADER_TIMEOUT_S,
+    **tls: Any,
 ) -> None:
     """Serve on host:port, or on the listening socket a launcher handed over (no port race),
-    closing connections whose request head does not arrive within ``header_timeout_s``."""
+    closing connections whose request head does not arrive within ``header_timeout_s``.
+    ``tls``: uvicorn's ``ssl_*`` options (``neukonfig.tls.TlsDir.server_options``)."""
     import os
 
     import uvicorn
 
-    options: dict[str, Any] = {"log_level": log_level, "access_log": False}
+    options: dict[str, Any] = {"log_level": log_level, "access_log": False, **tls}
     protocol = header_timeout_protocol(header_timeout_s)
     if protocol is not None:
         options["http"] = protocol

@@ -34,9 +34,11 @@ def open_link(
     rate_bps: float,
     state_dir: Path,
     edge_placement: EdgePlacement | None = None,
+    tls_dir: Path | None = None,
 ) -> tuple[ShapedLink | TcLink, ProcessBackend]:
     """An open link and a process backend that puts cloud partitions behind it (and edge
-    partitions on the emulated edge device, if one is given)."""
+    partitions on the emulated edge device, if one is given). ``tls_dir``: the edge's
+    certificates, for cloud partitions that serve mutual TLS."""
     if kind == LinkKind.TC:
         link = TcLink(rate_bps=rate_bps).open()
         backend = ProcessBackend(
@@ -44,7 +46,8 @@ def open_link(
             cloud_host=CLOUD_ADDRESS,
             cloud_command_prefix=link.command_prefix,
             edge_placement=edge_placement,
+            tls_dir=tls_dir,
         )
         return link, backend
-    backend = ProcessBackend(state_dir=state_dir, edge_placement=edge_placement)
+    backend = ProcessBackend(state_dir=state_dir, edge_placement=edge_placement, tls_dir=tls_dir)
     return ShapedLink(rate_bps=rate_bps).start_in_thread(), backend

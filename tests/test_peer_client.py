@@ -519,9 +519,11 @@ async def test_aclose_closes_idle_and_busy_connections() -> None:
 
 
 def test_arguments_that_could_never_be_sent_are_refused_up_front() -> None:
-    for url in ("https://cloud:8200", "cloud:8200", "http://:8200", "http://u:p@cloud/"):
+    for url in ("ftp://cloud:8200", "cloud:8200", "http://:8200", "http://u:p@cloud/"):
         with pytest.raises(ValueError, match="base URL"):
             PeerClient(url, timeout=1, connect_timeout=1)
+    with pytest.raises(ValueError, match="needs a TLS context"):
+        PeerClient("https://cloud:8200", timeout=1, connect_timeout=1)
     with pytest.raises(ValueError, match="positive"):
         PeerClient("http://cloud", timeout=0, connect_timeout=1)
     with pytest.raises(ValueError, match="max_connections"):

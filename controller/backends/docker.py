@@ -21,12 +21,14 @@ edge and cloud images, on the controller's own network and with its ``/data`` vo
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import socket
+import tarfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -42,6 +44,7 @@ from controller.backends.base import (
 )
 from controller.backends.local import ServiceKind
 from neukonfig.errors import NeukonfigError
+from neukonfig.tls import CA_FILE, CERT_FILE, KEY_FILE, tls_http_client
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -54,6 +57,9 @@ SPEC = "neukonfig.spec"
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_LABELS = "com.docker.compose."
 POLL_S = 0.05
+# Where a container finds its side's certificates, and the user the images run as.
+TLS_MOUNT = "/run/neukonfig/tls"
+IMAGE_UID = 10001
 PORTS = {ServiceKind.EDGE_PARTITION: 8100, ServiceKind.CLOUD_PARTITION: 8200}
 COMMANDS = {
     ServiceKind.EDGE_PARTITION: ["python", "-m", "edge_service", "partition"],
@@ -91,7 +97,10 @@ class DockerBackend(Backend):
         *,
         edge_client: DockerClient | None = None,
         cloud_client: DockerClient | None = None,
+        tls_dir: Path | None = None,
     ) -> None:
+        """``tls_dir``: the edge's certificates, to check cloud partitions that serve
+        mutual TLS (the directory a spec's ``tls_dir`` names is copied into its container)."""
         docker = _import_docker()
         try:
             self.edge_engine = edge_client or docker.from_env()
@@ -109,7 +118,7 @@ class DockerBackend(Backend):
                 "the address at which edge partitions reach the cloud host"
             )
         self.settings = _fill_from_own_container(settings, self.edge_engine)
-        self._http = httpx.AsyncClient(timeout=2.0)
+        self._http = tls_http_client(tls_dir, timeout=2.0)
 
     @property
     def remote_cloud(self) -> bool:
@@ -117,7 +126,7 @@ class DockerBackend(Backend):
 
     async def start(self, spec: ServiceSpec) -> ServiceHandle:
         container = await asyncio.to_thread(self._run, spec)
-        url = await asyncio.to_thread(self._url, container, spec.kind)
+        url = await asyncio.to_thread(self._url, container, spec)
         return ServiceHandle(spec, url, container.id)
 
     async def wait_ready(self, handle: ServiceHandle, *, timeout: float) -> None:
@@ -149,8 +158,11 @@ class DockerBackend(Backend):
     def _run(self, spec: ServiceSpec) -> Container:
         settings = self.settings
         port = PORTS[spec.kind]
-        # In a container the service listens on all interfaces, on the port it exposes.
-        environment = spec.kind.environment(spec.settings, host="0.0.0.0", port=port)
+        # In a container the service listens on all interfaces, on the port it exposes,
+        # and finds its certificates where _copy_tls_dir puts them.
+        tls_dir = spec.settings.get("tls_dir")
+        service_settings = {**spec.settings, **({"tls_dir": TLS_MOUNT} if tls_dir else {})}
+        environment = spec.kind.environment(service_settings, host="0.0.0.0", port=port)
         on_cloud = spec.kind is ServiceKind.CLOUD_PARTITION
         image = settings.cloud_image if on_cloud else settings.edge_image
         labels = {
@@ -167,17 +179,20 @@ class DockerBackend(Backend):
         if settings.data_volume:
             options["volumes"] = {settings.data_volume: {"bind": settings.data_mount, "mode": "ro"}}
         try:
-            return self._engine(spec.kind).containers.run(
+            container = self._engine(spec.kind).containers.create(
                 image,
                 COMMANDS[spec.kind],
                 name=spec.name,
-                detach=True,
                 environment=environment,
                 labels=labels,
                 network=settings.network,
                 **options,
             )
-        except _import_docker().errors.DockerException as error:
+            if tls_dir:
+                _copy_tls_dir(container, Path(tls_dir))
+            container.start()
+            return container
+        except (_import_docker().errors.DockerException, OSError) as error:
             raise ServiceStartError(f"cannot start container {spec.name}: {error}") from None
 
     def _compose_labels_blanked(self, kind: ServiceKind, image: str) -> dict[str, str]:
@@ -191,14 +206,16 @@ class DockerBackend(Backend):
             return {}  # the start itself will say what is wrong with the image
         return {key: "" for key in inherited if key.startswith(COMPOSE_LABELS)}
 
-    def _url(self, container: Container, kind: ServiceKind) -> str:
+    def _url(self, container: Container, spec: ServiceSpec) -> str:
+        kind, spec_settings = spec.kind, spec.settings
         container.reload()
         network = container.attrs["NetworkSettings"]
+        scheme = kind.scheme(spec_settings)
         if kind is ServiceKind.CLOUD_PARTITION and self.remote_cloud:
             published = network["Ports"][f"{PORTS[kind]}/tcp"][0]["HostPort"]
-            return f"http://{self.settings.cloud_public_host}:{published}"
+            return f"{scheme}://{self.settings.cloud_public_host}:{published}"
         address = network["Networks"][self.settings.network]["IPAddress"]
-        return f"http://{address}:{PORTS[kind]}"
+        return f"{scheme}://{address}:{PORTS[kind]}"
 
     def _container(self, handle: ServiceHandle) -> Container | None:
         errors = _import_docker().errors
@@ -245,7 +262,7 @@ class DockerBackend(Backend):
                 if container.status != "running":  # left over from a crash: clean it up
                     container.remove(force=True)
                     continue
-                handle = ServiceHandle(spec, self._url(container, spec.kind), container.id)
+                handle = ServiceHandle(spec, self._url(container, spec), container.id)
                 handle.state = ServiceState.READY
                 found.append(handle)
         return found
@@ -268,6 +285,26 @@ class DockerBackend(Backend):
         details = stats.get("stats", {})
         cache = details.get("inactive_file", details.get("total_inactive_file", 0))
         return int(stats["usage"]) - int(cache)
+
+
+def _copy_tls_dir(container: Container, source: Path) -> None:
+    """Put a side's certificates (``neukonfig.tls``) into a created container, owned by the
+    user the images run as, the key readable by that user only. Copied through the engine's
+    API rather than bind-mounted, so the files need not exist on the engine's host (a
+    remote cloud engine reached over TLS)."""
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        for directory in ("neukonfig", "neukonfig/tls"):
+            entry = tarfile.TarInfo(directory)
+            entry.type, entry.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(entry)
+        for name in (CA_FILE, CERT_FILE, KEY_FILE):
+            content = (source / name).read_bytes()
+            entry = tarfile.TarInfo(f"neukonfig/tls/{name}")
+            entry.size, entry.uid, entry.gid = len(content), IMAGE_UID, IMAGE_UID
+            entry.mode = 0o400 if name == KEY_FILE else 0o444
+            tar.addfile(entry, io.BytesIO(content))
+    container.put_archive(str(Path(TLS_MOUNT).parent.parent), archive.getvalue())
 
 
 def _import_docker() -> Any:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -31,10 +32,11 @@ from controller.backends.base import (
     poll_until_ready,
 )
 from neukonfig.protocol import HOSTED_PATH, HOSTED_PREFIX, INTERNAL_TOKEN_HEADER, LIVE_PATH
+from neukonfig.tls import tls_http_client
 
 HOST_ROLES = {ServiceKind.EDGE_PARTITION: "edge-host", ServiceKind.CLOUD_PARTITION: "cloud-host"}
 # Host-wide settings: what every hosted partition of a side shares (the process's own).
-HOST_SETTINGS = ("partition_dir", "internal_token", "threads")
+HOST_SETTINGS = ("partition_dir", "internal_token", "threads", "tls_dir")
 
 
 class HostedBackend(Backend):
@@ -46,6 +48,7 @@ class HostedBackend(Backend):
         start_timeout_s: float,
         internal_token: str | None = None,
         edge_host_threads: int = 4,
+        tls_dir: Path | None = None,
     ) -> None:
         self.inner = inner
         # The cores the edge host may use. Each head still runs on its own ``threads``;
@@ -61,7 +64,7 @@ class HostedBackend(Backend):
         self._starting = asyncio.Lock()
         # The hosts' own routes need the internal token (health stays open).
         headers = {INTERNAL_TOKEN_HEADER: internal_token} if internal_token else {}
-        self._http = httpx.AsyncClient(timeout=30.0, headers=headers)
+        self._http = tls_http_client(tls_dir, timeout=30.0, headers=headers)
 
     async def start(self, spec: ServiceSpec) -> ServiceHandle:
         host = await self._host_for(spec)

@@ -13,6 +13,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -44,6 +45,7 @@ from controller.backends.kubernetes_objects import (
     service_manifest,
     service_url,
 )
+from neukonfig.tls import tls_http_client
 
 
 def _import_kubernetes() -> Any:
@@ -84,21 +86,28 @@ def _api_message(error: Any) -> str:
 class KubernetesBackend(Backend):
     name = "kubernetes"
 
-    def __init__(self, settings: KubernetesBackendSettings, *, api_client: Any = None) -> None:
+    def __init__(
+        self,
+        settings: KubernetesBackendSettings,
+        *,
+        api_client: Any = None,
+        tls_dir: Path | None = None,
+    ) -> None:
         self.settings = settings
         self._k8s = _import_kubernetes()
         self._api_client = api_client or _load_api_client(self._k8s, settings)
         self._apps = self._k8s.client.AppsV1Api(self._api_client)
         self._core = self._k8s.client.CoreV1Api(self._api_client)
-        self._http = httpx.AsyncClient(timeout=2.0)
+        self._http = tls_http_client(tls_dir, timeout=2.0)
         import urllib3  # the client's transport: its errors mean "API server unreachable"
 
         self._unreachable = (urllib3.exceptions.HTTPError, OSError)
 
     @classmethod
-    def from_env(cls) -> KubernetesBackend:
-        """Settings from ``NEUKONFIG_K8S_*``; credentials from the pod or a kubeconfig."""
-        return cls(KubernetesBackendSettings())
+    def from_env(cls, *, tls_dir: Path | None = None) -> KubernetesBackend:
+        """Settings from ``NEUKONFIG_K8S_*``; credentials from the pod or a kubeconfig.
+        ``tls_dir``: the edge's certificates, to check cloud partitions that serve TLS."""
+        return cls(KubernetesBackendSettings(), tls_dir=tls_dir)
 
     @property
     def namespace(self) -> str:
@@ -123,7 +132,8 @@ class KubernetesBackend(Backend):
             with contextlib.suppress(KubernetesError):  # the first error is the one to report
                 await self._delete(name)  # leave nothing behind a failed start
             raise
-        return ServiceHandle(spec, service_url(name, self.namespace, PORTS[spec.kind]), name)
+        url = service_url(name, self.namespace, PORTS[spec.kind], spec.kind.scheme(spec.settings))
+        return ServiceHandle(spec, url, name)
 
     async def wait_ready(self, handle: ServiceHandle, *, timeout: float) -> None:
         deadline = time.monotonic() + timeout

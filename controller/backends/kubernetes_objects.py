@@ -119,6 +119,14 @@ class KubernetesBackendSettings(BaseSettings):
         description="wait_ready also fetches the readiness path through the Service (needs "
         "cluster DNS: turn off when the controller runs outside the cluster)",
     )
+    edge_tls_secret: str = Field(
+        default="neukonfig-tls-edge",
+        description="Secret with the edge's ca.pem, cert.pem and key.pem (`neukonfig certs`), "
+        "mounted into edge partitions when the controller has a tls_dir",
+    )
+    cloud_tls_secret: str = Field(
+        default="neukonfig-tls-cloud", description="The same for cloud partitions"
+    )
     poll_s: float = Field(default=1.0, gt=0, description="Status polling period")
     stop_timeout_s: float = Field(default=60.0, ge=0, description="Bound on waiting for a delete")
 
@@ -164,8 +172,8 @@ def label_key(key: str) -> str:
     return f"{prefix}/{name}" if prefix else name
 
 
-def service_url(name: str, namespace: str, port: int) -> str:
-    return f"http://{name}.{namespace}.svc:{port}"
+def service_url(name: str, namespace: str, port: int, scheme: str = "http") -> str:
+    return f"{scheme}://{name}.{namespace}.svc:{port}"
 
 
 def _role(kind: ServiceKind) -> str:
@@ -209,7 +217,8 @@ def handle_from_deployment(deployment: dict[str, Any]) -> ServiceHandle | None:
         return None
     try:
         spec = spec_from_annotation(metadata["annotations"][SPEC_ANNOTATION])
-        url = service_url(metadata["name"], metadata["namespace"], PORTS[spec.kind])
+        scheme = spec.kind.scheme(spec.settings)
+        url = service_url(metadata["name"], metadata["namespace"], PORTS[spec.kind], scheme)
     except (KeyError, TypeError, ValueError):
         return None
     ready = ready_replicas(deployment) >= 1
@@ -220,15 +229,36 @@ def handle_from_deployment(deployment: dict[str, Any]) -> ServiceHandle | None:
 # -- manifests (pure) ------------------------------------------------------------------
 
 
+# Where a pod finds its side's certificates (the Secret's files), when it has any.
+TLS_MOUNT = "/run/neukonfig/tls"
+
+
 def _env(spec: ServiceSpec, port: int) -> list[dict[str, str]]:
     # In a pod the service must listen on all interfaces, on the port its Service targets.
-    names = spec.kind.environment(spec.settings, host="0.0.0.0", port=port)
+    settings = dict(spec.settings)
+    if "tls_dir" in settings:
+        settings["tls_dir"] = TLS_MOUNT
+    names = spec.kind.environment(settings, host="0.0.0.0", port=port)
     return [{"name": name, "value": value} for name, value in sorted(names.items())]
+
+
+def _tls_secret(spec: ServiceSpec, settings: KubernetesBackendSettings) -> str | None:
+    if "tls_dir" not in spec.settings:
+        return None
+    edge = spec.kind is ServiceKind.EDGE_PARTITION
+    return settings.edge_tls_secret if edge else settings.cloud_tls_secret
 
 
 def _container(spec: ServiceSpec, settings: KubernetesBackendSettings) -> dict[str, Any]:
     edge = spec.kind is ServiceKind.EDGE_PARTITION
     port = PORTS[spec.kind]
+    tls = spec.kind.scheme(spec.settings) == "https"
+    mounts: list[dict[str, Any]] = [
+        {"name": "data", "mountPath": settings.data_mount, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    if _tls_secret(spec, settings):
+        mounts.append({"name": "tls", "mountPath": TLS_MOUNT, "readOnly": True})
     return {
         "name": CONTAINER,
         "image": settings.edge_image if edge else settings.cloud_image,
@@ -238,24 +268,24 @@ def _container(spec: ServiceSpec, settings: KubernetesBackendSettings) -> dict[s
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
         # Polled every second: a pipeline start waits on this, and so does a switch. Five
         # misses before "unready", so a busy one-core edge box is not taken out of service.
-        "readinessProbe": _probe(spec.kind.ready_path, period=1, failures=5),
-        "livenessProbe": _probe(LIVE_PATH, period=10, failures=6),
+        # A service that demands client certificates cannot be asked by the kubelet, which
+        # has none: its port is checked, and the controller reads its ready path itself.
+        "readinessProbe": _probe(spec.kind.ready_path, period=1, failures=5, tls=tls),
+        "livenessProbe": _probe(LIVE_PATH, period=10, failures=6, tls=tls),
         "resources": settings.edge_resources if edge else settings.cloud_resources,
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},
         },
-        "volumeMounts": [
-            {"name": "data", "mountPath": settings.data_mount, "readOnly": True},
-            {"name": "tmp", "mountPath": "/tmp"},
-        ],
+        "volumeMounts": mounts,
     }
 
 
-def _probe(path: str, *, period: int, failures: int) -> dict[str, Any]:
+def _probe(path: str, *, period: int, failures: int, tls: bool = False) -> dict[str, Any]:
+    check = {"tcpSocket": {"port": "http"}} if tls else {"httpGet": {"path": path, "port": "http"}}
     return {
-        "httpGet": {"path": path, "port": "http"},
+        **check,
         "periodSeconds": period,
         "timeoutSeconds": 2,
         "failureThreshold": failures,
@@ -285,6 +315,13 @@ def _pod_spec(spec: ServiceSpec, settings: KubernetesBackendSettings) -> dict[st
             {"name": "tmp", "emptyDir": {}},
         ],
     }
+    secret = _tls_secret(spec, settings)
+    if secret:
+        # Readable by the pod's group only (fsGroup): the key must not be world-readable.
+        pod["volumes"].append(
+            {"name": "tls", "secret": {"secretName": secret, "defaultMode": 0o440}}
+        )
+        pod["securityContext"]["fsGroup"] = settings.run_as_user
     node_selector = settings.edge_node_selector if edge else settings.cloud_node_selector
     if node_selector:
         pod["nodeSelector"] = dict(node_selector)

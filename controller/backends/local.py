@@ -11,6 +11,7 @@ import enum
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 import httpx
 
 from neukonfig.errors import NeukonfigError
+from neukonfig.tls import CLOUD_NAME, TlsDir
 
 DEFAULT_START_TIMEOUT_S = 60.0
 # A service started here inherits its listening socket as this file descriptor.
@@ -28,6 +30,8 @@ LISTEN_FD_VARIABLE = "NEUKONFIG_LISTEN_FD"
 # Names the record a backend keeps of the service, so it can be found from its process.
 MARKER_VARIABLE = "NEUKONFIG_SERVICE_RECORD"
 STOP_GRACE_S = 10.0
+# An https partition is checked as the edge checks it (neukonfig.tls); plain http ignores it.
+_CHECKED_NAME = {"sni_hostname": CLOUD_NAME}
 
 
 class ServiceKind(str, enum.Enum):
@@ -58,6 +62,12 @@ class ServiceKind(str, enum.Enum):
         """The env vars that configure a service of this kind (its settings' prefix)."""
         values = {**settings, "host": host, "port": str(port)}
         return {self.env_prefix + key.upper(): value for key, value in values.items()}
+
+    def scheme(self, settings: Mapping[str, str]) -> str:
+        """``https`` for a cloud partition given certificates (``tls_dir``: it serves
+        mutual TLS, ``neukonfig.tls``); every other service speaks plain HTTP on its host."""
+        serves_tls = self is ServiceKind.CLOUD_PARTITION and bool(settings.get("tls_dir"))
+        return "https" if serves_tls else "http"
 
     @property
     def ready_path(self) -> str:
@@ -96,10 +106,13 @@ class LocalService:
     # The prefix enters another network namespace: the port cannot be bound here.
     other_network: bool = False
     marker: str | None = None  # put in the environment as MARKER_VARIABLE
+    # Certificates to check readiness with, where the service demands them (a cloud
+    # partition serving mutual TLS accepts the edge's, ``neukonfig.tls``).
+    client_tls_dir: Path | None = None
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.kind.scheme(self.settings)}://{self.host}:{self.port}"
 
     @property
     def env(self) -> dict[str, str]:
@@ -144,7 +157,13 @@ class LocalService:
         return self.process is not None and self.process.poll() is None
 
     def wait_ready(self, *, timeout: float = DEFAULT_START_TIMEOUT_S) -> LocalService:
-        problem = poll_ready(self.url + self.kind.ready_path, self.alive, timeout, poll_s=0.05)
+        problem = poll_ready(
+            self.url + self.kind.ready_path,
+            self.alive,
+            timeout,
+            poll_s=0.05,
+            verify=TlsDir(self.client_tls_dir).client_context() if self.client_tls_dir else True,
+        )
         if problem is not None:
             raise ServiceStartError(f"{self.kind.value} service {problem}:\n{self.log_tail()}")
         return self
@@ -177,17 +196,25 @@ def log_tail(path: Path, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def poll_ready(url: str, alive: Callable[[], bool], timeout: float, *, poll_s: float) -> str | None:
+def poll_ready(
+    url: str,
+    alive: Callable[[], bool],
+    timeout: float,
+    *,
+    poll_s: float,
+    verify: ssl.SSLContext | bool = True,
+) -> str | None:
     """Poll ``url`` until it answers 200. None when it did; else why it never will:
-    the process exited, or the timeout passed."""
+    the process exited, or the timeout passed. ``verify``: an https service's checks."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not alive():
-            return "exited"
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return None
-        except httpx.HTTPError:
-            pass
-        time.sleep(poll_s)
+    with httpx.Client(timeout=1.0, verify=verify) as client:
+        while time.monotonic() < deadline:
+            if not alive():
+                return "exited"
+            try:
+                if client.get(url, extensions=_CHECKED_NAME).status_code == 200:
+                    return None
+            except httpx.HTTPError:
+                pass
+            time.sleep(poll_s)
     return f"not ready after {timeout:g} s"

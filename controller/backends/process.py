@@ -16,7 +16,6 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import psutil
 
 from controller.backends.base import (
@@ -30,6 +29,7 @@ from controller.backends.base import (
 )
 from controller.backends.local import MARKER_VARIABLE, LocalService, ServiceKind
 from neukonfig.files import TEMPORARY_PREFIX, write_atomically
+from neukonfig.tls import tls_http_client
 
 POLL_S = 0.05
 log = logging.getLogger("neukonfig.backend.process")
@@ -50,10 +50,12 @@ class ProcessBackend(Backend):
         cloud_host: str | None = None,
         cloud_command_prefix: list[str] | None = None,
         edge_placement: EdgePlacement | None = None,
+        tls_dir: Path | None = None,
     ) -> None:
         """``cloud_host`` and ``cloud_command_prefix`` place cloud partitions on another
         host of this machine, e.g. a network namespace behind a shaped veth;
-        ``edge_placement`` starts edge partitions on an emulated edge device."""
+        ``edge_placement`` starts edge partitions on an emulated edge device; ``tls_dir``:
+        the edge's certificates, to check cloud partitions that serve mutual TLS."""
         # Resolved: the marker a service carries is its record's path, and a controller
         # restarted from another directory must spell that path the same way.
         self.state_dir = Path(state_dir).resolve()
@@ -63,7 +65,7 @@ class ProcessBackend(Backend):
         self.cloud_command_prefix = cloud_command_prefix or []
         self.edge_placement = edge_placement
         self._services: dict[str, LocalService] = {}
-        self._http = httpx.AsyncClient(timeout=2.0)
+        self._http = tls_http_client(tls_dir, timeout=2.0)
 
     async def start(self, spec: ServiceSpec) -> ServiceHandle:
         log = self.state_dir / f"{spec.name}.log"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-import httpx
 from fastapi import FastAPI
 
 from edge_service.gateway.admin import admin_router
@@ -16,13 +15,14 @@ from edge_service.settings import GatewaySettings
 from neukonfig.manifest import read_manifest
 from neukonfig.metrics import Metrics
 from neukonfig.service import add_metrics_route, install_error_handlers
+from neukonfig.tls import tls_http_client
 
 
 def create_app(settings: GatewaySettings) -> FastAPI:
     manifest = read_manifest(settings.partition_dir)
     metrics = Metrics(service="gateway")
     table = RoutingTable(metrics, model=settings.model_name)
-    health = httpx.AsyncClient(timeout=settings.ready_check_timeout_s)
+    health = tls_http_client(settings.tls_dir, timeout=settings.ready_check_timeout_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

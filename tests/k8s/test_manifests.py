@@ -724,3 +724,42 @@ def test_an_unreachable_api_server_is_a_kubernetes_error(tmp_path: Path) -> None
     assert all("API server unreachable" in e for e in errors), errors
     assert errors[3].startswith(f"{spec.name} ({handle.backend_id}): not ready after 0.05 s")
     assert handle.state is ServiceState.FAILED
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_with_certificates_each_side_mounts_its_secret_and_the_cloud_serves_https(
+    version: str,
+) -> None:
+    """The launcher hands each side its certificates' directory; in a pod that is the
+    side's Secret, the cloud's Service URL is https, and the kubelet, which has no client
+    certificate, checks the cloud's port instead of asking its ready path."""
+    build = spec_launcher(
+        edge_tls_dir=Path("/run/secrets/edge"), cloud_tls_dir=Path("/run/secrets/cloud")
+    )._spec
+    labels = {"neukonfig.pipeline": "m-cut3-aa", "neukonfig.cut": "3", "neukonfig.model": "m"}
+    specs = {
+        "edge": build(ServiceKind.EDGE_PARTITION, "m-cut3-aa", 3, labels),
+        "cloud": build(ServiceKind.CLOUD_PARTITION, "m-cut3-aa", 3, labels),
+    }
+    made = {role: deployment_manifest(spec, settings()) for role, spec in specs.items()}
+    for role, deployment in made.items():
+        validate(deployment, version)
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        env = {e["name"]: e["value"] for e in container["env"]}
+        prefix = "NEUKONFIG_EDGE_" if role == "edge" else "NEUKONFIG_CLOUD_"
+        assert env[prefix + "TLS_DIR"] == "/run/neukonfig/tls"
+        (volume,) = [v for v in pod["volumes"] if v["name"] == "tls"]
+        assert volume["secret"]["secretName"] == f"neukonfig-tls-{role}"
+        assert volume["secret"]["defaultMode"] == 0o440
+        assert pod["securityContext"]["fsGroup"] == 10001
+        assert {"name": "tls", "mountPath": "/run/neukonfig/tls", "readOnly": True} in container[
+            "volumeMounts"
+        ]
+    cloud = made["cloud"]["spec"]["template"]["spec"]["containers"][0]
+    assert cloud["readinessProbe"]["tcpSocket"] == {"port": "http"}
+    edge = made["edge"]["spec"]["template"]["spec"]["containers"][0]
+    assert edge["readinessProbe"]["httpGet"]["path"] == "/health/ready"
+    cloud_handle = handle_from_deployment({**made["cloud"], "status": {}})
+    assert cloud_handle is not None
+    assert cloud_handle.url.startswith("https://")

@@ -51,15 +51,19 @@ def start_stack(
     cuts: list[int],
     edge_env: dict[str, str] | None = None,
     cloud_env: dict[str, str] | None = None,
+    cloud_ready_tls: Path | None = None,
     **gateway_env: str,
 ) -> Stack:
-    """Start everything at once (startups overlap), then wait and register ``p{cut}`` for each."""
+    """Start everything at once (startups overlap), then wait and register ``p{cut}`` for each.
+    ``cloud_ready_tls``: the edge's certificates, for clouds that serve mutual TLS."""
     manifest = read_manifest(parts)
     gateway = services.gateway(parts, model, token, **gateway_env)
     pipelines = {}
     for cut in cuts:
         last = cut == manifest.num_cuts - 1
         cloud = None if last else services.cloud(parts, cut, **(cloud_env or {}))
+        if cloud is not None:
+            cloud.client_tls_dir = cloud_ready_tls
         edge = services.edge(parts, cut, cloud.url if cloud else None, **(edge_env or {}))
         pipelines[cut] = (edge, cloud)
     gateway.wait_ready()
