@@ -18,7 +18,13 @@ from neukonfig.errors import NeukonfigError
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from models.prepare import PrepareOptions, link_stable_names, prepare
+    from models.prepare import (
+        PrepareOptions,
+        link_stable_names,
+        prepare,
+        prepare_cloud_side,
+        prepare_edge_side,
+    )
 
     options = PrepareOptions(
         model=args.model,
@@ -27,8 +33,26 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         edge_slowdown=args.edge_slowdown,
         profile_repeats=args.profile_repeats,
     )
-    prepared = prepare(options, progress=progress)
-    for name, target in link_stable_names(options.workdir, prepared):
+    if args.side != "edge" and args.cloud_profile:
+        raise NeukonfigError("--cloud-profile is for --side edge: the cloud profile handed over")
+    if args.side == "edge" and not args.cloud_profile:
+        raise NeukonfigError(
+            "--side edge needs --cloud-profile: the cloud's profile is measured on the cloud "
+            "host (neukonfig prepare --side cloud there) and its cloud-profile.json copied here"
+        )
+    if args.side == "cloud":
+        parts, cloud_profile = prepare_cloud_side(options, progress=progress)
+        links = link_stable_names(options.workdir, parts, None, cloud_profile)
+    else:
+        prepared = (
+            prepare_edge_side(options, Path(args.cloud_profile), progress=progress)
+            if args.side == "edge"
+            else prepare(options, progress=progress)
+        )
+        links = link_stable_names(
+            options.workdir, prepared.partitions, prepared.edge_profile, prepared.cloud_profile
+        )
+    for name, target in links:
         print(f"{name} -> {target}")
     return 0
 
@@ -39,10 +63,21 @@ def _add_prepare(commands: argparse._SubParsersAction) -> None:
         help="build, partition and profile a model into a directory (containers' init step)",
         description="Writes MODEL.onnx, its partitions and both profiles into WORKDIR (reused "
         "when there), then points WORKDIR/partitions, WORKDIR/edge-profile.json and "
-        "WORKDIR/cloud-profile.json at them, the fixed paths the services are configured with.",
+        "WORKDIR/cloud-profile.json at them, the fixed paths the services are configured with. "
+        "On two hosts, each profiles its own side: --side cloud on the server, then --side "
+        "edge --cloud-profile FILE on the edge with the server's cloud-profile.json.",
     )
     prepare.add_argument("--model", default="mobilenetv2", help="zoo model name or .onnx file")
     prepare.add_argument("--workdir", default="/data", help="output directory (a shared volume)")
+    prepare.add_argument(
+        "--side",
+        choices=["both", "edge", "cloud"],
+        default="both",
+        help="profile both sides here (one host), or only this host's side (two hosts)",
+    )
+    prepare.add_argument(
+        "--cloud-profile", help="with --side edge: the cloud-profile.json made on the cloud host"
+    )
     prepare.add_argument("--edge-threads", type=positive_int, default=1)
     prepare.add_argument("--edge-slowdown", type=float, default=1.0)
     prepare.add_argument("--profile-repeats", type=positive_int, default=5)

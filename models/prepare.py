@@ -11,9 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from neukonfig.errors import NeukonfigError
 from neukonfig.manifest import MANIFEST_FILE, Manifest, read_manifest
+
+if TYPE_CHECKING:
+    from models.runtime import Role
+    from neukonfig.profiles import Profile
 
 Progress = Callable[[str], None]
 
@@ -66,6 +71,62 @@ def model_source(model: str, workdir: Path) -> tuple[str, Path]:
 
 def prepare(options: PrepareOptions, progress: Progress = lambda _message: None) -> Prepared:
     """Model, partitions and profiles in the work directory, reused when already there."""
+    from models.runtime import Role
+
+    name, source, parts = _model_and_partitions(options, progress)
+    profiles = _profiles(options, name, parts, progress, roles=(Role.EDGE, Role.CLOUD))
+    return Prepared(source, read_manifest(parts), parts, profiles[Role.EDGE], profiles[Role.CLOUD])
+
+
+def prepare_cloud_side(
+    options: PrepareOptions, progress: Progress = lambda _message: None
+) -> tuple[Path, Path]:
+    """On the cloud host of a two-host deployment: the model, its partitions (the same
+    files as the edge's: the zoo's models are seeded, partitioning is deterministic) and
+    the cloud profile, measured where the tails will run. Returns the partitions and the
+    profile, the file to hand to the edge host (``prepare_edge_side``)."""
+    from models.runtime import Role
+
+    name, _source, parts = _model_and_partitions(options, progress)
+    return parts, _profiles(options, name, parts, progress, roles=(Role.CLOUD,))[Role.CLOUD]
+
+
+def prepare_edge_side(
+    options: PrepareOptions, cloud_profile: Path, progress: Progress = lambda _message: None
+) -> Prepared:
+    """On the edge host of a two-host deployment: everything but the cloud profile, which
+    comes from the cloud host (``prepare_cloud_side``), never measured on the edge."""
+    from models.runtime import Role
+    from neukonfig.profiles import read_profile
+
+    profile = read_profile(cloud_profile)  # a wrong file is refused before any work
+    if "cloud" not in profile.roles:
+        raise NeukonfigError(
+            f"{cloud_profile} holds no cloud profile (roles: {', '.join(profile.roles)})"
+        )
+    name, source, parts = _model_and_partitions(options, progress)
+    manifest = read_manifest(parts)
+    handed = _check_cloud_profile(cloud_profile, profile, manifest)
+    kept = options.workdir / f"{name}-cloud-handed-profile.json"
+    if not kept.exists() or kept.read_bytes() != handed:
+        progress(f"taking the cloud host's profile {cloud_profile} as {kept}")
+        kept.write_bytes(handed)
+    edge_profile = _profiles(options, name, parts, progress, roles=(Role.EDGE,))[Role.EDGE]
+    return Prepared(source, manifest, parts, edge_profile, kept)
+
+
+def _check_cloud_profile(path: Path, profile: Profile, manifest: Manifest) -> bytes:
+    """The bytes of ``path`` if its ``profile`` is one of ``manifest``'s model."""
+    if profile.model.sha256 != manifest.model.sha256:
+        raise NeukonfigError(
+            f"{path} profiles another model ({profile.model.name}, sha256 "
+            f"{profile.model.sha256[:12]}) than this one ({manifest.model.name}, sha256 "
+            f"{manifest.model.sha256[:12]}): prepare both hosts with the same --model"
+        )
+    return path.read_bytes()
+
+
+def _model_and_partitions(options: PrepareOptions, progress: Progress) -> tuple[str, Path, Path]:
     from models.partition import partition_model
 
     work = options.workdir
@@ -82,13 +143,12 @@ def prepare(options: PrepareOptions, progress: Progress = lambda _message: None)
     if not (parts / MANIFEST_FILE).exists():
         progress(f"partitioning {source} at every cut into {parts} ...")
         partition_model(source, parts, name=name, progress=progress)
-    edge_profile, cloud_profile = _profiles(options, name, parts, progress)
-    return Prepared(source, read_manifest(parts), parts, edge_profile, cloud_profile)
+    return name, source, parts
 
 
 def _profiles(
-    options: PrepareOptions, name: str, parts: Path, progress: Progress
-) -> tuple[Path, Path]:
+    options: PrepareOptions, name: str, parts: Path, progress: Progress, *, roles: tuple[Role, ...]
+) -> dict[Role, Path]:
     from models.codec_accuracy import measure_accuracy, with_accuracy
     from models.profiler import profile_partitions
     from models.runtime import Role
@@ -97,7 +157,8 @@ def _profiles(
 
     codecs = [Codec.parse(name) for name in options.codecs]
     paths = {}
-    for role, threads in ((Role.EDGE, options.edge_threads), (Role.CLOUD, None)):
+    for role in roles:
+        threads = options.edge_threads if role is Role.EDGE else None
         slower = f"-x{options.edge_slowdown:g}" if role is Role.EDGE else ""
         setup = f"{slower}-t{threads or 'all'}{options.codec_suffix}"
         path = options.workdir / f"{name}-{role.value}{setup}-profile.json"
@@ -121,22 +182,26 @@ def _profiles(
                 profile = with_accuracy(profile, measured)
             write_profile(path, profile)
         paths[role] = path
-    return paths[Role.EDGE], paths[Role.CLOUD]
+    return paths
 
 
 STABLE_NAMES = ("partitions", "edge-profile.json", "cloud-profile.json")
 
 
-def link_stable_names(work: Path, prepared: Prepared) -> list[tuple[Path, Path]]:
-    """Point ``work/partitions`` and ``work/{edge,cloud}-profile.json`` at what ``prepared``
-    holds.
+def link_stable_names(
+    work: Path, partitions: Path, edge_profile: Path | None, cloud_profile: Path | None
+) -> list[tuple[Path, Path]]:
+    """Point ``work/partitions`` and ``work/{edge,cloud}-profile.json`` at what was
+    prepared (a cloud host has no edge profile).
 
     Container settings name these fixed paths, whatever the model and slowdown; the links
     are relative so they resolve in any container that mounts ``work`` anywhere.
     """
-    targets = (prepared.partitions, prepared.edge_profile, prepared.cloud_profile)
+    targets = (partitions, edge_profile, cloud_profile)
     linked = []
     for name, target in zip(STABLE_NAMES, targets, strict=True):
+        if target is None:
+            continue
         link = work / name
         link.unlink(missing_ok=True)
         link.symlink_to(target.relative_to(work))

@@ -80,7 +80,15 @@ class DockerBackendSettings(BaseSettings):
     data_mount: str = Field(default="/data", description="Where partition_dir paths live")
     instance: str | None = Field(default=None, description="Label scoping discovery")
     cloud_docker_host: str | None = Field(
-        default=None, description="Engine for cloud partitions, e.g. ssh://user@server"
+        default=None,
+        description="Engine for cloud partitions: tcp://server:2376 (with cloud_docker_cert_path) "
+        "or ssh://user@server",
+    )
+    cloud_docker_cert_path: Path | None = Field(
+        default=None,
+        description="For a tcp:// cloud engine, its DOCKER_CERT_PATH: ca.pem, cert.pem and key.pem "
+        "(the edge's directory from `neukonfig certs`, when the server's engine runs with "
+        "the cloud's). Its API is never used over plain TCP",
     )
     cloud_public_host: str | None = Field(
         default=None, description="Address of the cloud engine's host, as the edge reaches it"
@@ -105,11 +113,13 @@ class DockerBackend(Backend):
         try:
             self.edge_engine = edge_client or docker.from_env()
             self.cloud_engine = cloud_client or (
-                docker.DockerClient(base_url=settings.cloud_docker_host)
+                _remote_engine(settings.cloud_docker_host, settings.cloud_docker_cert_path)
                 if settings.cloud_docker_host
                 else self.edge_engine
             )
             self.edge_engine.ping()
+            if self.remote_cloud:
+                self.cloud_engine.ping()
         except docker.errors.DockerException as error:
             raise NeukonfigError(_unreachable_engine(error)) from None
         if settings.cloud_docker_host and not settings.cloud_public_host:
@@ -305,6 +315,38 @@ def _copy_tls_dir(container: Container, source: Path) -> None:
             entry.mode = 0o400 if name == KEY_FILE else 0o444
             tar.addfile(entry, io.BytesIO(content))
     container.put_archive(str(Path(TLS_MOUNT).parent.parent), archive.getvalue())
+
+
+# The oldest Engine API the backend needs (Docker 20.10), so no version query is made
+# before the client is set up (below).
+API_VERSION = "1.41"
+
+
+def tls_engine(host: str, cert_path: Path) -> DockerClient:
+    """A client of the engine at ``tcp://host:port`` over TLS with the client certificate
+    in ``cert_path`` (Docker's DOCKER_CERT_PATH layout: ca.pem, cert.pem, key.pem)."""
+    docker = _import_docker()
+    tls = docker.tls.TLSConfig(
+        client_cert=(str(cert_path / CERT_FILE), str(cert_path / KEY_FILE)),
+        ca_cert=str(cert_path / CA_FILE),
+        verify=True,
+    )
+    client = docker.DockerClient(base_url=host, tls=tls, version=API_VERSION)
+    # requests puts REQUESTS_CA_BUNDLE from the environment before the CA the client was
+    # given (psf/requests#3829), and that bundle never holds a deployment's own CA.
+    client.api.trust_env = False
+    return client
+
+
+def _remote_engine(host: str, cert_path: Path | None) -> DockerClient:
+    if host.startswith("tcp://"):
+        if cert_path is None:
+            raise NeukonfigError(
+                f"the cloud engine {host} is reached over TLS only: set "
+                "NEUKONFIG_DOCKER_CLOUD_DOCKER_CERT_PATH (ca.pem, cert.pem, key.pem)"
+            )
+        return tls_engine(host, cert_path)
+    return _import_docker().DockerClient(base_url=host)
 
 
 def _import_docker() -> Any:
