@@ -13,9 +13,12 @@ edge and cloud images, on the controller's own network and with its ``/data`` vo
 - A container that exits, or whose engine health check turns unhealthy, fails the start
   with its last log lines; ``stop`` stops and removes it (idempotent).
 - URLs are container IP addresses on the network, reachable from the gateway, the
-  controller and Prometheus alike. With ``cloud_docker_host`` (another engine, e.g.
-  ``ssh://user@server``) cloud containers publish their port and are reached at
-  ``cloud_public_host``.
+  controller and Prometheus alike. With ``cloud_docker_host`` (the server's engine,
+  ``tcp://server:2376`` over TLS, or ``ssh://user@server``) cloud containers run on the
+  server's engine, with its volume ``cloud_data_volume``, publish their port and are
+  reached at ``cloud_public_host``.
+- With certificates (a spec's ``tls_dir``, ``neukonfig.tls``) the side's files are
+  copied into each container through the engine's API, and cloud URLs are https.
 """
 
 from __future__ import annotations
@@ -78,6 +81,11 @@ class DockerBackendSettings(BaseSettings):
     network: str | None = Field(default=None, description="Network the partitions join")
     data_volume: str | None = Field(default=None, description="Volume with the partitions")
     data_mount: str = Field(default="/data", description="Where partition_dir paths live")
+    cloud_data_volume: str | None = Field(
+        default=None,
+        description="With cloud_docker_host: the volume on the cloud engine that holds the "
+        "same partitions (`neukonfig prepare --side cloud` there); unset: data_volume's name",
+    )
     instance: str | None = Field(default=None, description="Label scoping discovery")
     cloud_docker_host: str | None = Field(
         default=None,
@@ -183,11 +191,15 @@ class DockerBackend(Backend):
         }
         if settings.instance:
             labels[INSTANCE] = settings.instance
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = {"network": settings.network}
+        volume = settings.data_volume
         if on_cloud and self.remote_cloud:
-            options["ports"] = {f"{port}/tcp": None}  # a free host port, read back in _url
-        if settings.data_volume:
-            options["volumes"] = {settings.data_volume: {"bind": settings.data_mount, "mode": "ro"}}
+            # The edge's network is not on the cloud's engine: the engine's default one,
+            # with the port published on the cloud host (read back in _url).
+            options = {"ports": {f"{port}/tcp": None}}
+            volume = settings.cloud_data_volume or volume
+        if volume:
+            options["volumes"] = {volume: {"bind": settings.data_mount, "mode": "ro"}}
         try:
             container = self._engine(spec.kind).containers.create(
                 image,
@@ -195,7 +207,6 @@ class DockerBackend(Backend):
                 name=spec.name,
                 environment=environment,
                 labels=labels,
-                network=settings.network,
                 **options,
             )
             if tls_dir:

@@ -77,20 +77,6 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def engine():
-    docker = pytest.importorskip("docker")
-    try:
-        client = docker.from_env()
-        client.ping()
-    except docker.errors.DockerException as error:
-        pytest.skip(f"no Docker engine ({error}); .ci/run starts one")
-    if os.geteuid() != 0:
-        pytest.skip("shaping the containers' veths needs root")
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
 def stack(engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     work = tmp_path_factory.mktemp("compose")
     gateway_port, controller_port = free_port(), free_port()
