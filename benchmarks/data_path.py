@@ -40,12 +40,14 @@ from models.runtime import Role, load_partition, sample_input
 from models.zoo import build_model
 from neukonfig.manifest import Manifest
 from neukonfig.peer_client import PeerClient
+from neukonfig.tls import Certificates
 from testbed.loopback_stack import loopback_stack
 from testbed.probe_client import binary_infer_body, json_infer_body
 from testbed.process import PeerProcess
 from testbed.report import machine, write_json
 
 CONCURRENCY = (1, 4, 16)
+TLS_CONCURRENCY = (1, 4)
 BIG_JSON_BYTES = 1_500_000
 BIG_JSON_RATES = (5.0, 0.0)  # per second; 0 is back to back, one in flight
 ISOLATION_PHASES = 3
@@ -210,6 +212,7 @@ def bench_model(name: str, work: Path, n: int, seconds: float) -> dict[str, obje
         for clients in CONCURRENCY:
             print(f"{name}: throughput with {clients} clients ...", file=sys.stderr, flush=True)
             rates[str(clients)] = asyncio.run(throughput(url, body, headers, clients, seconds))
+    tls = served_over_tls(work, cut, name, (body, headers), n, seconds)
     return {
         "model": name,
         "cut": cut,
@@ -232,6 +235,28 @@ def bench_model(name: str, work: Path, n: int, seconds: float) -> dict[str, obje
         "served_json_p99_ms": percentile_ms(json_path, 99),
         "throughput_rps": rates,
         "beside_big_json": isolation,
+        **tls,
+        "tls_cost_p50_ms": round(tls["served_tls_p50_ms"] - percentile_ms(path, 50), 3),
+    }
+
+
+def served_over_tls(
+    work: Path, cut: int, name: str, request: tuple[bytes, dict[str, str]], n: int, seconds: float
+) -> dict[str, object]:
+    """The same pipeline with mutual TLS between edge and cloud (``neukonfig.tls``), in
+    the same run as the plain one, so that their difference is what TLS costs."""
+    print(f"{name}: served over mutual TLS ...", file=sys.stderr, flush=True)
+    certificates = Certificates.ensure(work / "certs")
+    body, headers = request
+    with loopback_stack(work / "parts", cut, name, work, certificates) as url:
+        path = asyncio.run(served(url, body, headers, n))
+        rates = {
+            str(c): asyncio.run(throughput(url, body, headers, c, seconds)) for c in TLS_CONCURRENCY
+        }
+    return {
+        "served_tls_p50_ms": percentile_ms(path, 50),
+        "served_tls_p99_ms": percentile_ms(path, 99),
+        "throughput_tls_rps": rates,
     }
 
 
@@ -255,6 +280,19 @@ def table(rows: list[dict[str, object]]) -> str:
             f"| {r['served_peer_client_p50_ms']} / {r['served_peer_client_p99_ms']} "
             f"| {r['overhead_peer_client_p50_ms']} "
             f"| {rates['1']} | {rates['4']} | {rates['16']} |"
+        )
+    lines += [
+        "",
+        "| model | served p50/p99 ms | over mutual TLS p50/p99 ms | TLS cost p50 ms "
+        "| req/s @1 plain / TLS | @4 plain / TLS |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        rates, tls_rates = r["throughput_rps"], r["throughput_tls_rps"]
+        lines.append(
+            f"| {r['model']} | {r['served_p50_ms']} / {r['served_p99_ms']} "
+            f"| {r['served_tls_p50_ms']} / {r['served_tls_p99_ms']} | {r['tls_cost_p50_ms']} "
+            f"| {rates['1']} / {tls_rates['1']} | {rates['4']} / {tls_rates['4']} |"
         )
     lines += [
         "",

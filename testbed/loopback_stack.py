@@ -17,21 +17,30 @@ import httpx
 
 from controller.backends.local import LocalService, ServiceKind
 from neukonfig.manifest import CutKind, read_manifest
+from neukonfig.tls import Certificates
 
 
 @contextlib.contextmanager
-def loopback_stack(parts: Path, cut: int, name: str, logs: Path) -> Iterator[str]:
-    """Serve ``cut`` of the partitions in ``parts``; yields the OIP infer URL."""
+def loopback_stack(
+    parts: Path, cut: int, name: str, logs: Path, certificates: Certificates | None = None
+) -> Iterator[str]:
+    """Serve ``cut`` of the partitions in ``parts``; yields the OIP infer URL.
+    ``certificates``: the edge calls the cloud over mutual TLS (``neukonfig.tls``)."""
     token = secrets.token_urlsafe(24)
     services: list[LocalService] = []
+    edge_tls = {"tls_dir": str(certificates.edge)} if certificates else {}
     try:
         cloud_url = None  # the all-edge cut has no cloud partition
         if read_manifest(parts).cut(cut).kind is not CutKind.ALL_EDGE:
-            cloud_url = _started(services, ServiceKind.CLOUD_PARTITION, parts, cut, logs).url
-        edge = _started(services, ServiceKind.EDGE_PARTITION, parts, cut, logs, cloud_url)
+            cloud_tls = {"tls_dir": str(certificates.cloud)} if certificates else {}
+            cloud = _started(services, ServiceKind.CLOUD_PARTITION, parts, cut, logs, cloud_tls)
+            cloud.client_tls_dir = certificates.edge if certificates else None
+            cloud_url = cloud.url
+        edge_settings = {**edge_tls, **({"cloud_url": cloud_url} if cloud_url else {})}
+        edge = _started(services, ServiceKind.EDGE_PARTITION, parts, cut, logs, edge_settings)
         gateway = LocalService(
             ServiceKind.GATEWAY,
-            {"partition_dir": str(parts), "model_name": name, "admin_token": token},
+            {"partition_dir": str(parts), "model_name": name, "admin_token": token, **edge_tls},
             logs / "gateway.log",
         ).start()
         services.append(gateway)
@@ -54,11 +63,9 @@ def _started(
     parts: Path,
     cut: int,
     logs: Path,
-    cloud_url: str | None = None,
+    extra: dict[str, str],
 ) -> LocalService:
-    settings = {"partition_dir": str(parts), "cut": str(cut), "threads": "1"}
-    if cloud_url is not None:
-        settings["cloud_url"] = cloud_url
+    settings = {"partition_dir": str(parts), "cut": str(cut), "threads": "1", **extra}
     service = LocalService(kind, settings, logs / f"{kind.value}.log").start()
     services.append(service)
     return service

@@ -64,28 +64,13 @@ class TcLink:
         return self
 
     def _create(self) -> None:
-        ns, edge, cloud = self.namespace, self.edge_device, self.cloud_device
         _refuse_a_second_link()
-        run_checked("ip", "netns", "add", ns)
-        run_checked("ip", "link", "add", edge, "type", "veth", "peer", "name", cloud)
-        run_checked("ip", "link", "set", cloud, "netns", ns)
-        run_checked("ip", "addr", "add", f"{EDGE_ADDRESS}/{PREFIX}", "dev", edge)
-        run_checked("ip", "link", "set", edge, "up")
-        run_checked(
-            "ip",
-            "netns",
-            "exec",
-            ns,
-            "ip",
-            "addr",
-            "add",
-            f"{CLOUD_ADDRESS}/{PREFIX}",
-            "dev",
-            cloud,
+        make_namespace_link(
+            self.namespace,
+            (self.edge_device, EDGE_ADDRESS),
+            (self.cloud_device, CLOUD_ADDRESS),
+            rate_bps=self.rate_bps,
         )
-        run_checked("ip", "netns", "exec", ns, "ip", "link", "set", cloud, "up")
-        run_checked("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
-        run_checked("tc", "qdisc", "add", "dev", edge, "root", "tbf", *tbf_arguments(self.rate_bps))
 
     def close(self) -> None:
         """Remove the namespace (and with it the veth pair and the qdisc). Idempotent."""
@@ -128,6 +113,29 @@ class TcLink:
             ["ip", "netns", "list"], capture_output=True, text=True, check=False
         )
         return any(line.split()[0] == self.namespace for line in listed.stdout.splitlines() if line)
+
+
+def make_namespace_link(
+    namespace: str,
+    here: tuple[str, str],
+    there: tuple[str, str],
+    *,
+    rate_bps: float,
+    prefix: int = PREFIX,
+) -> None:
+    """A network namespace joined to this one by a veth pair: ``here`` (device, address)
+    in this namespace, shaped with tc tbf at ``rate_bps``, and ``there`` inside it."""
+    (device, address), (far_device, far_address) = here, there
+    inside = ["ip", "netns", "exec", namespace]
+    run_checked("ip", "netns", "add", namespace)
+    run_checked("ip", "link", "add", device, "type", "veth", "peer", "name", far_device)
+    run_checked("ip", "link", "set", far_device, "netns", namespace)
+    run_checked("ip", "addr", "add", f"{address}/{prefix}", "dev", device)
+    run_checked("ip", "link", "set", device, "up")
+    run_checked(*inside, "ip", "addr", "add", f"{far_address}/{prefix}", "dev", far_device)
+    run_checked(*inside, "ip", "link", "set", far_device, "up")
+    run_checked(*inside, "ip", "link", "set", "lo", "up")
+    run_checked("tc", "qdisc", "add", "dev", device, "root", "tbf", *tbf_arguments(rate_bps))
 
 
 def tbf_arguments(rate_bps: float) -> list[str]:

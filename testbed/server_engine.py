@@ -35,7 +35,7 @@ from typing import Any
 from controller.backends.docker import tls_engine
 from neukonfig.errors import NeukonfigError
 from neukonfig.tls import Certificates
-from testbed.netns import run_checked, tbf_arguments
+from testbed.netns import make_namespace_link, run_checked, tbf_arguments
 
 # Another /30 of the benchmarking range than testbed.netns's, so both can be up at once.
 EDGE_ADDRESS = "198.18.1.1"
@@ -97,19 +97,15 @@ class ServerEngine:
         self._start_engine()
 
     def _make_wan(self) -> None:
-        ns, edge, server = self.namespace, self.edge_device, self.server_device
-        run_checked("ip", "netns", "add", ns)
-        run_checked("ip", "link", "add", edge, "type", "veth", "peer", "name", server)
-        run_checked("ip", "link", "set", server, "netns", ns)
-        run_checked("ip", "addr", "add", f"{EDGE_ADDRESS}/{PREFIX}", "dev", edge)
-        run_checked("ip", "link", "set", edge, "up")
-        inside = ["ip", "netns", "exec", ns]
-        run_checked(*inside, "ip", "addr", "add", f"{SERVER_ADDRESS}/{PREFIX}", "dev", server)
-        run_checked(*inside, "ip", "link", "set", server, "up")
-        run_checked(*inside, "ip", "link", "set", "lo", "up")
+        make_namespace_link(
+            self.namespace,
+            (self.edge_device, EDGE_ADDRESS),
+            (self.server_device, SERVER_ADDRESS),
+            rate_bps=self.rate_bps,
+        )
         # The server answers the edge host; its containers' answers leave the same way.
+        inside = ["ip", "netns", "exec", self.namespace]
         run_checked(*inside, "ip", "route", "add", "default", "via", EDGE_ADDRESS)
-        run_checked("tc", "qdisc", "add", "dev", edge, "root", "tbf", *tbf_arguments(self.rate_bps))
 
     def _start_engine(self) -> None:
         cloud = self.certificates.cloud

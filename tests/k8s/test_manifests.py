@@ -177,7 +177,7 @@ def test_every_document_validates_strictly(path: Path, version: str) -> None:
         validate(doc, version)
 
 
-@pytest.mark.parametrize("directory", ["", "single-node"])
+@pytest.mark.parametrize("directory", ["", "single-node", "tls"])
 def test_kustomize_renders_valid_namespaced_objects(directory: str) -> None:
     objects = render(K8S / directory)
     for obj in objects:
@@ -365,7 +365,9 @@ def test_no_manifest_carries_a_real_token() -> None:
         for container in template["spec"]["containers"]:
             assert not [e for e in container.get("env", []) if e["name"].endswith("_TOKEN")]
     for kustomization in K8S.rglob("kustomization.yaml"):
-        assert "secret" not in kustomization.read_text().split("resources:")[-1].lower()
+        spec = yaml.safe_load(kustomization.read_text())
+        assert "secretGenerator" not in spec, kustomization
+        assert not [r for r in spec.get("resources", []) if "secret" in r.lower()], kustomization
 
 
 def test_placeholder_token_is_refused_by_the_gateway(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -763,3 +765,30 @@ def test_with_certificates_each_side_mounts_its_secret_and_the_cloud_serves_http
     cloud_handle = handle_from_deployment({**made["cloud"], "status": {}})
     assert cloud_handle is not None
     assert cloud_handle.url.startswith("https://")
+
+
+def test_tls_variant_gives_each_process_its_sides_certificates() -> None:
+    """k8s/tls: the controller gets both sides' Secrets (it hands the cloud's to cloud
+    pods) and the gateway the edge's, at the directories their settings name."""
+    rendered = {o["metadata"]["name"]: o for o in render(K8S / "tls") if o["kind"] == "Deployment"}
+    expected = {
+        "neukonfig-controller": {
+            "NEUKONFIG_CONTROLLER_TLS_DIR": ("neukonfig-tls-edge", "/run/neukonfig/certs/edge"),
+            "NEUKONFIG_CONTROLLER_CLOUD_TLS_DIR": (
+                "neukonfig-tls-cloud",
+                "/run/neukonfig/certs/cloud",
+            ),
+        },
+        "neukonfig-gateway": {
+            "NEUKONFIG_GATEWAY_TLS_DIR": ("neukonfig-tls-edge", "/run/neukonfig/certs/edge"),
+        },
+    }
+    for name, settings in expected.items():
+        pod = rendered[name]["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+        for variable, (secret, path) in settings.items():
+            assert env[variable] == path, (name, variable)
+            assert secrets[mounts[path]] == secret, (name, path)

@@ -33,10 +33,10 @@ import httpx
 import pytest
 
 from controller.backends.local import free_port
-from neukonfig.manifest import read_manifest
 from testbed.container_link import ContainerLink
 from testbed.monitoring import PARTITIONS_JOB, PrometheusServer, wait_for_panel_data
-from testbed.probe_client import ProbeCase, ProbeClient, reference_cases
+from testbed.probe_client import ProbeCase, ProbeClient
+from tests.stack.helpers import probe, volume_cases, wait_serving
 
 pytestmark = [pytest.mark.docker, pytest.mark.root]
 
@@ -71,6 +71,9 @@ class Stack:
 
     def state(self) -> dict[str, object]:
         return httpx.get(f"{self.controller}/v1/state", timeout=5).json()
+
+    def logs(self) -> str:
+        return self.compose("logs", "--tail", "60", check=False).stdout
 
     def switches(self) -> list[dict[str, object]]:
         return httpx.get(f"{self.controller}/v1/history", timeout=5).json()["switches"]
@@ -121,7 +124,12 @@ def _compose_up(stack: Stack, engine) -> Iterator[Stack]:
     try:
         stack.compose("build")
         stack.compose("up", "-d")
-        _wait_serving(stack)
+        wait_serving(
+            stack.gateway,
+            stack.state,
+            lambda: stack.compose("logs", "--tail", "60", check=False).stdout,
+            START_TIMEOUT_S,
+        )
         mountpoint = engine.volumes.get(f"{stack.project}_data").attrs["Mountpoint"]
         stack.data = Path(mountpoint)
         yield stack
@@ -132,34 +140,13 @@ def _compose_up(stack: Stack, engine) -> Iterator[Stack]:
         stack.compose("down", "-v", "--remove-orphans", check=False)
 
 
-def _wait_serving(stack: Stack) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        try:
-            ready = httpx.get(f"{stack.gateway}/v2/health/ready", timeout=2).status_code == 200
-            if ready and stack.state()["current_cut"] is not None:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    logs = stack.compose("logs", "--tail", "60", check=False).stdout
-    pytest.fail(f"the stack did not serve within {START_TIMEOUT_S} s:\n{logs}")
-
-
 @pytest.fixture(scope="module")
 def full_model(stack: Stack) -> list[ProbeCase]:
-    """Seeded inputs and the original model's answers, from the volume's own model file."""
-    manifest = read_manifest(stack.data / "partitions")
-    return reference_cases(stack.data / f"{MODEL}.onnx", manifest.model.inputs[0])
+    return volume_cases(stack.data, MODEL)
 
 
 def _probe(stack: Stack, full_model: list[ProbeCase], rate: float) -> ProbeClient:
-    return ProbeClient(
-        url=f"{stack.gateway}/v2/models/{MODEL}/infer",
-        input_name="input",
-        cases=full_model,
-        rate_per_s=rate,
-    )
+    return probe(stack.gateway, MODEL, full_model, rate)
 
 
 def test_inference_through_the_gateway_gives_the_full_models_answer(stack, full_model) -> None:

@@ -34,9 +34,9 @@ import httpx
 import pytest
 
 from controller.backends.local import free_port
-from neukonfig.manifest import read_manifest
-from testbed.probe_client import ProbeCase, ProbeClient, RequestRecord, reference_cases
+from testbed.probe_client import ProbeCase, ProbeClient, RequestRecord
 from testbed.server_engine import SERVER_ADDRESS, ServerEngine
+from tests.stack.helpers import probe, volume_cases, wait_serving
 
 pytestmark = [pytest.mark.docker, pytest.mark.root]
 
@@ -70,6 +70,9 @@ class Hosts:
 
     def state(self) -> dict[str, object]:
         return httpx.get(f"{self.controller}/v1/state", timeout=5).json()
+
+    def logs(self) -> str:
+        return self.edge("logs", "--tail", "60", check=False).stdout
 
     def switches(self) -> list[dict[str, object]]:
         return httpx.get(f"{self.controller}/v1/history", timeout=5).json()["switches"]
@@ -134,7 +137,12 @@ def _deploy(hosts: Hosts, engine, work: Path) -> Iterator[Hosts]:
             for path in (side, *side.iterdir()):
                 os.chown(path, IMAGE_UID, IMAGE_UID)
         hosts.edge("up", "-d")
-        _wait_serving(hosts)
+        wait_serving(
+            hosts.gateway,
+            hosts.state,
+            lambda: hosts.edge("logs", "--tail", "60", check=False).stdout,
+            START_TIMEOUT_S,
+        )
         print(f"\ntwo hosts deployed and serving in {time.monotonic() - started:.0f} s")
         mountpoint = engine.volumes.get(f"{hosts.edge_project}_data").attrs["Mountpoint"]
         hosts.data = Path(mountpoint)
@@ -147,29 +155,13 @@ def _deploy(hosts: Hosts, engine, work: Path) -> Iterator[Hosts]:
         hosts.cloud("down", "-v", "--remove-orphans", check=False)
 
 
-def _wait_serving(hosts: Hosts) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        try:
-            ready = httpx.get(f"{hosts.gateway}/v2/health/ready", timeout=2).status_code == 200
-            if ready and hosts.state()["current_cut"] is not None:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    logs = hosts.edge("logs", "--tail", "60", check=False).stdout
-    pytest.fail(f"the edge did not serve within {START_TIMEOUT_S} s:\n{logs}")
-
-
 @pytest.fixture(scope="module")
 def full_model(hosts: Hosts) -> list[ProbeCase]:
-    manifest = read_manifest(hosts.data / "partitions")
-    return reference_cases(hosts.data / f"{MODEL}.onnx", manifest.model.inputs[0])
+    return volume_cases(hosts.data, MODEL)
 
 
 def _probe(hosts: Hosts, cases: list[ProbeCase], rate: float) -> ProbeClient:
-    url = f"{hosts.gateway}/v2/models/{MODEL}/infer"
-    return ProbeClient(url=url, input_name="input", cases=cases, rate_per_s=rate)
+    return probe(hosts.gateway, MODEL, cases, rate)
 
 
 def _active(hosts: Hosts) -> dict[str, object]:
