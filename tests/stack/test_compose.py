@@ -7,7 +7,8 @@ One stack for the module (MobileNetV2, edge emulated 8x slower, switch_on_demand
   stack's start, as a deployment's link would be;
 - a drop from 50 to 5 mbit makes the controller start replacement containers and
   switch to them with zero failed requests and every answer correct;
-- a killed controller container, restarted, adopts the running containers (labels);
+- a killed controller container, and one restarted by `docker compose restart`, adopt
+  the running containers (labels) when they come back;
 - Prometheus (the Debian binary) scrapes gateway, controller and the partition
   containers found through the controller's /v1/targets, and every Grafana panel's
   query returns data;
@@ -247,7 +248,16 @@ def _partition_containers(engine, project: str, *, role: str) -> list:
         time.sleep(0.5)
 
 
-def test_killed_controller_restarts_and_adopts_its_containers(stack, engine) -> None:
+# A crash (kill, then compose brings it back) and an operator's restart: either way the
+# controller comes back to the same running containers, none stopped or started twice.
+RESTARTS = {
+    "killed": [("kill", "controller"), ("up", "-d", "controller")],
+    "restarted": [("restart", "controller")],
+}
+
+
+@pytest.mark.parametrize("how", list(RESTARTS))
+def test_a_controller_that_comes_back_adopts_its_containers(stack, engine, how: str) -> None:
     # Settled: after the drop test the link is back at 50 mbit and the controller moves
     # back to a split cut, where it stays (a kill in mid-switch is a different test).
     _wait_for(stack, _a_split_cut, "a split cut")
@@ -259,9 +269,9 @@ def test_killed_controller_restarts_and_adopts_its_containers(stack, engine) -> 
     assert not any(inherited), f"partitions carry their images' compose labels: {inherited}"
     recorded = [s for s in stack.switches() if s["outcome"] != "in_progress"]
     assert recorded, "switches on record (the drop test before this one made them)"
-    stack.compose("kill", "controller")
-    assert httpx.get(f"{stack.gateway}/v2/health/ready", timeout=5).status_code == 200
-    stack.compose("up", "-d", "controller")
+    for command in RESTARTS[how]:
+        stack.compose(*command)
+        assert httpx.get(f"{stack.gateway}/v2/health/ready", timeout=5).status_code == 200
     deadline = time.monotonic() + START_TIMEOUT_S
     first: dict[str, object] = {}
     while time.monotonic() < deadline and first.get("active") != active:
