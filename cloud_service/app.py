@@ -46,6 +46,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
         threads=settings.threads,
         queue=ComputeQueue(max_wait_s=settings.max_queue_wait_s),
         idle_priority_load=settings.idle_priority_load,
+        shared_arena=settings.shared_arena,
     )
     metrics = Metrics(service="cloud")
 
@@ -108,7 +109,8 @@ def create_host_app(settings: CloudSettings) -> FastAPI:
     """A host of tails (``serving.hosting``): each hosted tail is this module's app."""
 
     def build(values: dict[str, str]) -> FastAPI:
-        return create_app(CloudSettings(**{**values, "hosting": False, "idle_priority_load": True}))
+        hosted = {"hosting": False, "idle_priority_load": True, "shared_arena": True}
+        return create_app(CloudSettings(**{**values, **hosted}))
 
     return hosting.create_host_app(
         title="neukonfig cloud partition host", build=build, internal_token=settings.internal_token

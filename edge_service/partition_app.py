@@ -143,6 +143,7 @@ class LocalTail:
             share_weights=settings.share_weights,
             queue=queue,
             idle_priority_load=True,  # loaded while the head serves
+            shared_arena=settings.shared_arena,
         )
         self._loading: asyncio.Task[None] | None = None
 
@@ -199,6 +200,7 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
         share_weights=settings.share_weights,
         queue=queue,
         idle_priority_load=settings.idle_priority_load,
+        shared_arena=settings.shared_arena,
     )
     metrics = Metrics(service="edge")
     cloud = (
@@ -456,9 +458,8 @@ def create_host_app(settings: EdgePartitionSettings) -> FastAPI:
     """A host of heads (``serving.hosting``): each hosted head is this module's app."""
 
     def build(values: dict[str, str]) -> FastAPI:
-        return create_app(
-            EdgePartitionSettings(**{**values, "hosting": False, "idle_priority_load": True})
-        )
+        hosted = {"hosting": False, "idle_priority_load": True, "shared_arena": True}
+        return create_app(EdgePartitionSettings(**{**values, **hosted}))
 
     return hosting.create_host_app(
         title="neukonfig edge partition host", build=build, internal_token=settings.internal_token

@@ -53,6 +53,12 @@ class HostingSettings(BaseSettings):
         description="Load and warm up at the idle CPU priority (SCHED_IDLE), so that what this "
         "process already serves goes first; set for partitions in a host",
     )
+    shared_arena: bool = Field(
+        default=False,
+        description="Take activations from one CPU arena shared by every partition of this "
+        "process, instead of an arena each that keeps its own peak; set for partitions in "
+        "a host, where a standby's arena would otherwise sit beside the active one's",
+    )
 
 
 class HostedSpec(BaseModel):

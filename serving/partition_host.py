@@ -58,8 +58,11 @@ class PartitionHost:
         share_weights: bool = False,
         queue: ComputeQueue | None = None,
         idle_priority_load: bool = False,
+        shared_arena: bool = False,
     ) -> None:
         self.directory = directory
+        # Activations from the process's one shared arena (models.runtime.session_options).
+        self.shared_arena = shared_arena
         # Load and warm up only on CPU time nothing else in this process wants: for a
         # partition loaded beside others that are serving (a host's, a local tail).
         self.idle_priority_load = idle_priority_load
@@ -113,6 +116,7 @@ class PartitionHost:
             self.role,
             threads=self.threads,
             share_weights=self.share_weights,
+            shared_arena=self.shared_arena,
         )
         warm_up(partition)
         started = time.perf_counter()
@@ -173,6 +177,7 @@ class PartitionHost:
             },
             "warm_run_seconds": self.warm_run_seconds,
             "slowdown": self.slowdown,
+            "shared_arena": self.shared_arena,
             # PSS, not RSS: weights mapped by several heads are shared between them.
             "pss_bytes": psutil.Process(os.getpid()).memory_full_info().pss,
             "rss_bytes": psutil.Process(os.getpid()).memory_info().rss,

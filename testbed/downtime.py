@@ -99,8 +99,9 @@ class DowntimeScenario:
             edge = self.device.describe()
         elif self.edge_slowdown > 1:
             edge = (
-                f"sleep-based slowdown x{self.edge_slowdown:g} (no cgroup: not root); the edge "
-                "may use all of this machine's CPUs, and loads and warm-ups are not slowed"
+                f"sleep-based slowdown x{self.edge_slowdown:g} (no edge device made of cgroups); "
+                "the edge may use all of this machine's CPUs, and loads and warm-ups are not "
+                "slowed"
             )
         else:
             edge = "none: the edge runs at this machine's speed"

@@ -50,3 +50,25 @@ def test_all_edge_cut_has_no_cloud_side(tiny_parts: Path) -> None:
 def test_warm_up_runs_a_seeded_inference(tiny_parts: Path) -> None:
     outputs = warm_up(load_partition(tiny_parts, 3, Role.CLOUD, threads=1))
     assert outputs["logits"].shape == (1, 10)
+
+
+def test_sessions_on_a_shared_arena_answer_as_sessions_on_their_own(tiny_parts: Path) -> None:
+    """Sessions taking activations from the process's one arena (run one after the other,
+    so each reuses what the others freed) answer exactly as sessions with their own
+    arenas, and ask onnxruntime for the environment's allocator."""
+    batch = np.random.default_rng(3).standard_normal((1, 3, 32, 32), dtype=np.float32)
+
+    def pipeline(cut: int, *, shared_arena: bool):
+        head = load_partition(tiny_parts, cut, Role.EDGE, shared_arena=shared_arena)
+        tail = load_partition(tiny_parts, cut, Role.CLOUD, shared_arena=shared_arena)
+        return head, tail
+
+    for cut in (3, 6):
+        own_head, own_tail = pipeline(cut, shared_arena=False)
+        expected = own_tail.run(own_head.run({"input": batch}))["logits"]
+        head, tail = pipeline(cut, shared_arena=True)
+        assert head.session is not None
+        options = head.session.get_session_options()
+        assert options.get_session_config_entry("session.use_env_allocators") == "1"
+        for _ in range(2):
+            np.testing.assert_array_equal(tail.run(head.run({"input": batch}))["logits"], expected)

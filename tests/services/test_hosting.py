@@ -79,6 +79,10 @@ def test_two_cuts_served_from_one_edge_process_and_one_cloud_process(
         )
     listed = httpx.get(f"{edge.url}{HOSTED_PATH}", headers=HEADERS).json()
     assert sorted(h["name"] for h in listed) == ["head2", "head5"]
+    # Hosted partitions take activations from their process's one arena.
+    for url in (f"{edge.url}/hosted/head2", f"{hosts[1].url}/hosted/tail5"):
+        info = httpx.get(f"{url}/v1/partition", headers=HEADERS, timeout=10).json()
+        assert info["shared_arena"] is True, (url, info)
     assert all("internal_token" not in h["settings"] for h in listed), "a secret shown"
     # Dropping a head is a call: its paths go, the other head keeps serving.
     assert stack.switch("p2").status_code == 200
