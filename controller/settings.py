@@ -89,9 +89,11 @@ class ControllerSettings(BaseSettings):
         default=None,
         gt=0,
         description="Edge memory all pipelines together may use (bytes, or e.g. 1.5GiB): a new "
-        "pipeline that would not fit is refused. Unset: 80% of the memory the edge "
-        "partitions report they may use (their cgroup's limit, at most the machine's RAM). "
-        "A budget over that is cut to it",
+        "pipeline that would not fit is refused (one that replaces the active pipeline, as "
+        "switch_on_demand's does, may pass it until the old one has drained, up to the "
+        "edge's memory limit). Unset: 80% of the memory the edge partitions report they may "
+        "use (their cgroup's limit, at most the machine's RAM). A budget over that is cut "
+        "to it",
     )
     max_top1_disagreement: float | None = Field(
         default=None,

@@ -30,8 +30,9 @@ class PipelineTable(Protocol):
     async def pause(self) -> None:
         """Point the gateway at nothing: arriving requests wait."""
 
-    async def launch(self, option: Option) -> ManagedPipeline:
-        """Start a pipeline for ``option`` and register it (not active)."""
+    async def launch(self, option: Option, *, replaces_active: bool = False) -> ManagedPipeline:
+        """Start a pipeline for ``option`` and register it (not active). ``replaces_active``:
+        the active one goes once this serves, so the two overlap only for a drain."""
 
     async def activate(self, pipeline: ManagedPipeline, strategy: str) -> SwitchOutcome:
         """Flip the routing pointer to ``pipeline``."""
@@ -81,7 +82,7 @@ async def switch_on_demand(table: PipelineTable, target: Option, record: SwitchR
     """Start the new pipeline beside the old one; when ready, flip, drain and stop the old."""
     clock = _Clock()
     record.warm = False
-    new = await table.launch(target)
+    new = await table.launch(target, replaces_active=True)
     record.ready_after_s = clock.elapsed()
     old = table.active
     outcome = await table.activate(new, StrategyName.SWITCH_ON_DEMAND.value)

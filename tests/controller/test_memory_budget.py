@@ -79,3 +79,47 @@ def test_a_budget_over_the_edges_limit_is_cut_to_it(
     asyncio.run(scenario())
     defaults = settings_for(slow_edge_tiny, gateway, token, tmp_path / "again")
     assert defaults.edge_memory_budget is None, "unset: 80% of the edge's limit, once known"
+
+
+def test_a_switch_that_replaces_the_active_pipeline_may_pass_the_budget_while_it_drains(
+    slow_edge_tiny, gateway, token: str, tmp_path: Path, link
+) -> None:
+    """switch_on_demand retires the old pipeline once the new one serves: the budget is
+    what stays, so the switch goes ahead (within the edge's limit) where a standby would
+    be refused, and afterwards one pipeline is left."""
+    settings = settings_for(
+        slow_edge_tiny,
+        gateway,
+        token,
+        tmp_path / "state",
+        strategy=StrategyName.SWITCH_ON_DEMAND,
+        auto=False,
+        edge_memory_budget="1MB",
+    )
+    controller = build_controller(settings, link=link)
+    client = tiny_probe_client(gateway.url, slow_edge_tiny)
+    auth = {"authorization": f"Bearer {token}"}
+    transport = httpx.ASGITransport(app=create_app(controller))
+
+    async def scenario() -> dict[str, object]:
+        async with (
+            controller.running(),
+            httpx.AsyncClient(transport=transport, base_url="http://controller") as api,
+        ):
+            stop = asyncio.Event()
+            load = asyncio.create_task(client.run(stop))
+            try:
+                await wait_until(lambda: len(client.records) >= 5, timeout=30)
+                answer = await api.post("/v1/switch", json={"cut": CUT_AT_LOW}, headers=auth)
+                await wait_until(lambda: len(controller.pipelines) == 1, timeout=60)
+                await wait_until(lambda: len(client.records) >= 15, timeout=30)
+            finally:
+                stop.set()
+                await load
+            assert controller.active is not None
+            assert controller.active.cut == CUT_AT_LOW
+            return answer.json()
+
+    switch = asyncio.run(scenario())
+    assert switch["outcome"] == "switched", switch
+    assert [r for r in client.records if not r.ok] == []
