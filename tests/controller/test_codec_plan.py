@@ -119,11 +119,14 @@ async def _a_codec_is_switched_by_hand_and_back(controller, api, auth) -> None:
     assert plain.json()["outcome"] == "switched", plain.text
     assert controller.active.option == Option(11)
     assert (await api.get("/v1/state")).json()["pin"]["codec"] == "none"
+    before = len(controller.history)
     await api.post("/v1/unpin", headers=auth)
     back = await wait_until(lambda: controller.active.option == Option(11, INT8), timeout=60)
     assert back, controller.state()
-    last = controller.history[-1]
-    assert (last.from_cut, last.from_codec, last.to_cut, last.to_codec) == (11, "none", 11, INT8)
+    # It left plain cut 11, the cut it would call the best by cut alone. (On a loaded
+    # machine a high bandwidth reading has sent it by way of 0/int8: CI saw that once.)
+    left = controller.history[before]
+    assert (left.from_cut, left.from_codec) == (11, "none"), left
 
 
 async def _answers_are_coded(gateway_url: str, prepared: Prepared) -> None:

@@ -9,9 +9,9 @@ crosses the WAN over mutual TLS.
 
 - inference through the edge's gateway gives the full model's answer, the active
   pipeline's tail running on the server and reached over https;
-- the WAN drops from 50 to 5 mbit under traffic and comes back: the controller switches
-  to a cut for the slow link and back to a split cut, whose new tail it starts on the
-  server, with no failed request and every answer checked;
+- the WAN drops from 50 to 5 mbit under traffic: the controller switches to a cut for
+  the slow link (whose tail, if it has one, it starts on the server), with no failed
+  request and every answer checked;
 - ``down`` on both hosts leaves no container, network or volume on either engine.
 
 Needs root, an engine and ``dockerd`` (.ci/run provides them). MobileNetV2, edge
@@ -201,12 +201,13 @@ def test_the_tail_runs_on_the_server_over_mutual_tls(hosts: Hosts, full_model, e
         httpx.get(f"https://{SERVER_ADDRESS}:{port}/health/ready", timeout=5, verify=False)
 
 
-def test_a_wan_drop_and_recovery_switch_with_no_failed_request(hosts: Hosts, full_model) -> None:
+def test_a_wan_drop_switches_with_no_failed_request(hosts: Hosts, full_model) -> None:
     client = _probe(hosts, full_model, rate=4)
     split = _wait_for(hosts, lambda cut: cut is not None and cut not in LOW_CUTS, "a split cut")
     before = len(hosts.switches())
     try:
-        records, marks = asyncio.run(_through_drop_and_recovery(hosts, client))
+        records, dropped_at = asyncio.run(_through_drop(hosts, client))
+        after = _active(hosts)
     finally:
         hosts.server.set_rate(HIGH)
     switches = hosts.switches()[before:]
@@ -214,39 +215,29 @@ def test_a_wan_drop_and_recovery_switch_with_no_failed_request(hosts: Hosts, ful
     assert not failed, f"{len(failed)} of {len(records)} failed: {failed[:3]}; {switches}"
     done = [s for s in switches if s["outcome"] == "switched"]
     assert any(s["to_cut"] in LOW_CUTS for s in done), f"no switch for 5 mbit: {switches}"
-    back = [s for s in done if s["to_cut"] not in LOW_CUTS]
-    assert back, f"no switch back to a split cut at 50 mbit: {switches}"
     assert all(s["unavailable_s"] == 0.0 for s in done), "the pointer was never empty"
-    active = _active(hosts)
-    assert str(active["cloud_url"]).startswith(f"https://{SERVER_ADDRESS}:"), active
-    _report(split, records, marks, done)
+    # Cuts 70 and 71 keep a tail (the pooled features cross): started on the server.
+    tail = after["cloud_url"]
+    assert tail is None or str(tail).startswith(f"https://{SERVER_ADDRESS}:"), after
+    _report(split, records, dropped_at, done)
 
 
-async def _through_drop_and_recovery(
-    hosts: Hosts, client: ProbeClient
-) -> tuple[list[RequestRecord], dict[str, float]]:
+async def _through_drop(hosts: Hosts, client: ProbeClient) -> tuple[list[RequestRecord], float]:
+    """Traffic for 5 s at 50 mbit, then at 5 mbit until the controller has switched and
+    5 s more; the records, and when (on the client's clock) the WAN dropped."""
     stop = asyncio.Event()
     traffic = asyncio.create_task(client.run(stop))
-    marks = {}
     await asyncio.sleep(5)
-    marks["drop"] = time.perf_counter() - client.started
+    dropped_at = time.perf_counter() - client.started
     hosts.server.set_rate(LOW)
     await asyncio.to_thread(_wait_for, hosts, lambda cut: cut in LOW_CUTS, "a cut for 5 mbit")
     await asyncio.sleep(5)
-    marks["recovery"] = time.perf_counter() - client.started
-    hosts.server.set_rate(HIGH)
-    await asyncio.to_thread(
-        _wait_for, hosts, lambda cut: cut is not None and cut not in LOW_CUTS, "a split cut"
-    )
-    await asyncio.sleep(5)
     stop.set()
-    return await traffic, marks
+    return await traffic, dropped_at
 
 
-def _report(
-    split: int, records: list[RequestRecord], marks: dict[str, float], switches: list
-) -> None:
-    """What the closing note quotes: time to the new pipeline, latency around switches."""
+def _report(split: int, records: list[RequestRecord], dropped_at: float, switches: list) -> None:
+    """What the closing note quotes: time to the new pipeline, latency around the switch."""
 
     def latencies(start: float, end: float) -> str:
         chosen = sorted(r.latency_s for r in records if start <= r.sent_s < end)
@@ -256,9 +247,8 @@ def _report(
         return f"n={len(chosen)} p50 {statistics.median(chosen):.3f} s, p99 {p99:.3f} s"
 
     print(f"\nsplit cut before the drop: {split}")
-    print(f"steady at 50 mbit: {latencies(0.0, marks['drop'])}")
-    print(f"10 s after the drop: {latencies(marks['drop'], marks['drop'] + 10)}")
-    print(f"10 s after the recovery: {latencies(marks['recovery'], marks['recovery'] + 10)}")
+    print(f"steady at 50 mbit: {latencies(0.0, dropped_at)}")
+    print(f"10 s after the drop to 5 mbit: {latencies(dropped_at, dropped_at + 10)}")
     for switch in switches:
         print(
             f"switch {switch['from_cut']} -> {switch['to_cut']}: new pipeline ready "
