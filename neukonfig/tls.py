@@ -41,6 +41,8 @@ __all__ = [
 CLOUD_NAME = "cloud.neukonfig.internal"
 EDGE_NAME = "edge.neukonfig.internal"
 CA_FILE, CERT_FILE, KEY_FILE = "ca.pem", "cert.pem", "key.pem"
+# httpx request extensions that check an https peer's certificate against CLOUD_NAME.
+AS_CLOUD = {"sni_hostname": CLOUD_NAME}
 DEFAULT_DAYS = 825  # the longest validity browsers and most tools still accept
 
 
@@ -102,7 +104,7 @@ class _CloudNameTransport(httpx.AsyncHTTPTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.url.scheme == "https":
-            request.extensions = {**request.extensions, "sni_hostname": CLOUD_NAME}
+            request.extensions = {**request.extensions, **AS_CLOUD}
         return await super().handle_async_request(request)
 
 

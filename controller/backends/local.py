@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 
 from neukonfig.errors import NeukonfigError
-from neukonfig.tls import CLOUD_NAME, TlsDir
+from neukonfig.tls import AS_CLOUD, TlsDir
 
 DEFAULT_START_TIMEOUT_S = 60.0
 # A service started here inherits its listening socket as this file descriptor.
@@ -30,8 +30,6 @@ LISTEN_FD_VARIABLE = "NEUKONFIG_LISTEN_FD"
 # Names the record a backend keeps of the service, so it can be found from its process.
 MARKER_VARIABLE = "NEUKONFIG_SERVICE_RECORD"
 STOP_GRACE_S = 10.0
-# An https partition is checked as the edge checks it (neukonfig.tls); plain http ignores it.
-_CHECKED_NAME = {"sni_hostname": CLOUD_NAME}
 
 
 class ServiceKind(str, enum.Enum):
@@ -212,7 +210,8 @@ def poll_ready(
             if not alive():
                 return "exited"
             try:
-                if client.get(url, extensions=_CHECKED_NAME).status_code == 200:
+                # An https partition is checked as the edge checks it; http ignores this.
+                if client.get(url, extensions=AS_CLOUD).status_code == 200:
                     return None
             except httpx.HTTPError:
                 pass

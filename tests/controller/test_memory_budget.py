@@ -16,22 +16,31 @@ from testbed.faults import CUT_AT_HIGH, CUT_AT_LOW, tiny_probe_client
 from tests.controller.helpers import settings_for, wait_until
 
 
-def test_a_pipeline_over_the_budget_is_refused_and_the_old_one_serves(
-    slow_edge_tiny, gateway, token: str, tmp_path: Path, link
-) -> None:
+def _under_a_1mb_budget(slow_edge_tiny, gateway, token: str, tmp_path: Path, link, strategy):
+    """A manual-only controller with a 1 MB edge budget (one edge partition process alone
+    is ~100 MB), a probe client on its gateway, and a transport to its API."""
     settings = settings_for(
         slow_edge_tiny,
         gateway,
         token,
         tmp_path / "state",
-        strategy=StrategyName.SWITCH_STANDBY,  # standbys too are kept within the budget
+        strategy=strategy,
         auto=False,
-        edge_memory_budget="1MB",  # one edge partition process alone is ~100 MB
+        edge_memory_budget="1MB",
     )
     controller = build_controller(settings, link=link)
     client = tiny_probe_client(gateway.url, slow_edge_tiny)
+    return controller, client, httpx.ASGITransport(app=create_app(controller))
+
+
+def test_a_pipeline_over_the_budget_is_refused_and_the_old_one_serves(
+    slow_edge_tiny, gateway, token: str, tmp_path: Path, link
+) -> None:
+    # Standbys too are kept within the budget.
+    controller, client, transport = _under_a_1mb_budget(
+        slow_edge_tiny, gateway, token, tmp_path, link, StrategyName.SWITCH_STANDBY
+    )
     auth = {"authorization": f"Bearer {token}"}
-    transport = httpx.ASGITransport(app=create_app(controller))
 
     async def scenario() -> dict[str, object]:
         async with (
@@ -87,19 +96,10 @@ def test_a_switch_that_replaces_the_active_pipeline_may_pass_the_budget_while_it
     """switch_on_demand retires the old pipeline once the new one serves: the budget is
     what stays, so the switch goes ahead (within the edge's limit) where a standby would
     be refused, and afterwards one pipeline is left."""
-    settings = settings_for(
-        slow_edge_tiny,
-        gateway,
-        token,
-        tmp_path / "state",
-        strategy=StrategyName.SWITCH_ON_DEMAND,
-        auto=False,
-        edge_memory_budget="1MB",
+    controller, client, transport = _under_a_1mb_budget(
+        slow_edge_tiny, gateway, token, tmp_path, link, StrategyName.SWITCH_ON_DEMAND
     )
-    controller = build_controller(settings, link=link)
-    client = tiny_probe_client(gateway.url, slow_edge_tiny)
     auth = {"authorization": f"Bearer {token}"}
-    transport = httpx.ASGITransport(app=create_app(controller))
 
     async def scenario() -> dict[str, object]:
         async with (

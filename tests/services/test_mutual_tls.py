@@ -17,7 +17,7 @@ from neukonfig import wire
 from neukonfig.errors import UpstreamUnansweredError
 from neukonfig.peer_client import PeerClient
 from neukonfig.protocol import FALLBACK_HEADER
-from neukonfig.tls import CLOUD_NAME, Certificates, TlsDir, make_certificates
+from neukonfig.tls import AS_CLOUD, CLOUD_NAME, Certificates, TlsDir, make_certificates
 from tests.services.conftest import Services
 from tests.services.oip_client import binary_request, outputs_of
 from tests.services.stack import Stack, expected_logits, start_stack
@@ -79,7 +79,7 @@ def test_inference_crosses_the_link_over_mutual_tls(stack: Stack, tiny_parts: Pa
 def _tls_refusal(url: str, context: ssl.SSLContext | bool) -> BaseException | None:
     try:
         with httpx.Client(verify=context, timeout=10) as client:
-            client.get(url + "/health/live", extensions={"sni_hostname": CLOUD_NAME})
+            client.get(url + "/health/live", extensions=AS_CLOUD)
     except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError) as error:
         return error
     return None

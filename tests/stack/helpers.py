@@ -41,3 +41,30 @@ def probe(gateway: str, model: str, cases: list[ProbeCase], rate: float) -> Prob
     """The open-loop client, on the gateway's OIP infer path."""
     url = f"{gateway}/v2/models/{model}/infer"
     return ProbeClient(url=url, input_name="input", cases=cases, rate_per_s=rate)
+
+
+def wait_for_state(
+    state: Callable[[], dict[str, object]],
+    wanted: Callable[[dict[str, object]], bool],
+    what: str,
+    timeout: float,
+) -> int:
+    """The active cut, once the controller's state is ``wanted`` and no switch is under
+    way; else fail, naming ``what`` and the last state."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = state()
+        if wanted(current) and not current["switching"]:
+            return int(current["current_cut"])  # type: ignore[call-overload]
+        time.sleep(0.5)
+    pytest.fail(f"no {what} within {timeout:g} s: {state()}")
+
+
+def wait_for_cut(
+    state: Callable[[], dict[str, object]],
+    wanted: Callable[[int | None], bool],
+    what: str,
+    timeout: float,
+) -> int:
+    """``wait_for_state`` on the active cut alone."""
+    return wait_for_state(state, lambda current: wanted(current["current_cut"]), what, timeout)  # type: ignore[arg-type]

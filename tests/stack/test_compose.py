@@ -37,7 +37,13 @@ from controller.backends.local import free_port
 from testbed.container_link import ContainerLink
 from testbed.monitoring import PARTITIONS_JOB, PrometheusServer, wait_for_panel_data
 from testbed.probe_client import ProbeCase, ProbeClient
-from tests.stack.helpers import probe, volume_cases, wait_serving
+from tests.stack.helpers import (
+    probe,
+    volume_cases,
+    wait_for_cut,
+    wait_for_state,
+    wait_serving,
+)
 
 pytestmark = [pytest.mark.docker, pytest.mark.root]
 
@@ -224,17 +230,11 @@ def _settled_near(rate_bps: float) -> Callable[[dict[str, object]], bool]:
 
 
 def _wait_for(stack: Stack, wanted: Callable[[int | None], bool], what: str) -> int:
-    return _wait_for_state(stack, lambda state: wanted(state["current_cut"]), what)
+    return wait_for_cut(stack.state, wanted, what, SWITCH_TIMEOUT_S)
 
 
 def _wait_for_state(stack: Stack, wanted: Callable[[dict[str, object]], bool], what: str) -> int:
-    deadline = time.monotonic() + SWITCH_TIMEOUT_S
-    while time.monotonic() < deadline:
-        state = stack.state()
-        if wanted(state) and not state["switching"]:
-            return int(state["current_cut"])
-        time.sleep(0.5)
-    pytest.fail(f"no {what} within {SWITCH_TIMEOUT_S} s: {stack.state()}")
+    return wait_for_state(stack.state, wanted, what, SWITCH_TIMEOUT_S)
 
 
 def _partition_containers(engine, project: str, *, role: str) -> list:

@@ -36,7 +36,7 @@ import pytest
 from controller.backends.local import free_port
 from testbed.probe_client import ProbeCase, ProbeClient, RequestRecord
 from testbed.server_engine import SERVER_ADDRESS, ServerEngine
-from tests.stack.helpers import probe, volume_cases, wait_serving
+from tests.stack.helpers import probe, volume_cases, wait_for_cut, wait_serving
 
 pytestmark = [pytest.mark.docker, pytest.mark.root]
 
@@ -258,13 +258,7 @@ def _report(split: int, records: list[RequestRecord], dropped_at: float, switche
 
 
 def _wait_for(hosts: Hosts, wanted: Callable[[int | None], bool], what: str) -> int:
-    deadline = time.monotonic() + SWITCH_TIMEOUT_S
-    while time.monotonic() < deadline:
-        state = hosts.state()
-        if wanted(state["current_cut"]) and not state["switching"]:  # type: ignore[arg-type]
-            return int(state["current_cut"])  # type: ignore[arg-type]
-        time.sleep(0.5)
-    pytest.fail(f"no {what} within {SWITCH_TIMEOUT_S} s: {hosts.state()}")
+    return wait_for_cut(hosts.state, wanted, what, SWITCH_TIMEOUT_S)
 
 
 def test_down_on_both_hosts_leaves_nothing_on_either_engine(hosts: Hosts, engine) -> None:
