@@ -1,7 +1,8 @@
 """Everything the controller needs before it can serve a model, made once and cached.
 
 ``prepare`` builds the zoo model (or takes the user's ONNX file), partitions it at every
-cut and profiles both sides, all in one work directory; a second call with the same
+cut, optimizes the partitions for the edge's machine and profiles both sides, all in one
+work directory; a second call with the same
 options reuses what is there. ``neukonfig up``, ``neukonfig prepare`` (the containers'
 init step) and the benchmarks all start here.
 """
@@ -70,10 +71,14 @@ def model_source(model: str, workdir: Path) -> tuple[str, Path]:
 
 
 def prepare(options: PrepareOptions, progress: Progress = lambda _message: None) -> Prepared:
-    """Model, partitions and profiles in the work directory, reused when already there."""
+    """Model, partitions and profiles in the work directory, reused when already there;
+    and the partitions optimized for this machine, whose edge heads then share weights
+    (``models.optimized``: the edge runs here)."""
+    from models.optimized import optimize_partitions
     from models.runtime import Role
 
     name, source, parts = _model_and_partitions(options, progress)
+    optimize_partitions(parts, progress)
     profiles = _profiles(options, name, parts, progress, roles=(Role.EDGE, Role.CLOUD))
     return Prepared(source, read_manifest(parts), parts, profiles[Role.EDGE], profiles[Role.CLOUD])
 
@@ -96,6 +101,7 @@ def prepare_edge_side(
 ) -> Prepared:
     """On the edge host of a two-host deployment: everything but the cloud profile, which
     comes from the cloud host (``prepare_cloud_side``), never measured on the edge."""
+    from models.optimized import optimize_partitions
     from models.runtime import Role
     from neukonfig.profiles import read_profile
 
@@ -105,6 +111,7 @@ def prepare_edge_side(
             f"{cloud_profile} holds no cloud profile (roles: {', '.join(profile.roles)})"
         )
     name, source, parts = _model_and_partitions(options, progress)
+    optimize_partitions(parts, progress)
     manifest = read_manifest(parts)
     handed = _check_cloud_profile(cloud_profile, profile, manifest)
     kept = options.workdir / f"{name}-cloud-handed-profile.json"

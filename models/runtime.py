@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from models.optimized import find_store
 from neukonfig.errors import CutNotFoundError, NeukonfigError
 from neukonfig.manifest import CutKind, CutSpec, Manifest, TensorSpec, read_manifest
 from neukonfig.wire import ExpectedTensor
@@ -32,7 +33,11 @@ class InferenceFailedError(NeukonfigError):
 
 
 def session_options(
-    *, threads: int | None = None, share_weights: bool = False, shared_arena: bool = False
+    *,
+    threads: int | None = None,
+    share_weights: bool = False,
+    shared_arena: bool = False,
+    optimized: bool = False,
 ) -> ort.SessionOptions:
     """``threads`` caps intra-op parallelism; one thread emulates a slow edge CPU.
 
@@ -41,8 +46,12 @@ def session_options(
     ``shared_arena``: activations come from one CPU arena that every session of the
     process asking for it shares, instead of an arena per session that keeps its own
     peak (configuration G of that study: 899 MB instead of 982 MB for 4 VGG16 heads).
+    ``optimized``: the file was optimized offline (``models.optimized``), so its
+    optimizers already ran (onnxruntime's "offline mode" loads such files with them off).
     """
     options = ort.SessionOptions()
+    if optimized:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.inter_op_num_threads = 1
     if threads:
@@ -88,6 +97,7 @@ class Partition:
     session: ort.InferenceSession | None
     inputs: list[ExpectedTensor]
     outputs: list[str]
+    optimized: bool = False  # loaded from this machine's store of optimized files
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.session is None:
@@ -123,13 +133,23 @@ def load_partition(
     if name is None:
         return Partition(manifest, cut, role, None, None, inputs, [t.name for t in inputs])
     path = directory / name
+    # Shared weights: this machine's optimized copy, when prepared, shares the weights
+    # onnxruntime would otherwise rewrite into every session (models.optimized).
+    store = find_store(directory) if share_weights else None
+    optimized = store.file(name) if store else None
+    options = session_options(
+        threads=threads,
+        share_weights=share_weights,
+        shared_arena=shared_arena,
+        optimized=optimized is not None,
+    )
     session = ort.InferenceSession(
-        str(path),
-        session_options(threads=threads, share_weights=share_weights, shared_arena=shared_arena),
-        providers=["CPUExecutionProvider"],
+        str(optimized or path), options, providers=["CPUExecutionProvider"]
     )
     outputs = [output.name for output in session.get_outputs()]
-    return Partition(manifest, cut, role, path, session, inputs, outputs)
+    return Partition(
+        manifest, cut, role, path, session, inputs, outputs, optimized=optimized is not None
+    )
 
 
 def _expected_inputs(manifest: Manifest, cut: CutSpec, role: Role) -> list[ExpectedTensor]:

@@ -93,3 +93,23 @@ def random_dag_model(choices: list[tuple[int, int, int]], *, width: int = 4) -> 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])
     y = helper.make_tensor_value_info(tensors[-1], TensorProto.FLOAT, ["batch", width])
     return _model(nodes, [x], [y])
+
+
+def conv_chain_model(*, channels: int = 256, layers: int = 3) -> onnx.ModelProto:
+    """Conv -> Relu, ``layers`` times, each Conv weight ``channels``² x 3 x 3 floats
+    (2.25 MiB at 256: big enough that onnxruntime maps it from a file, where it can).
+    onnxruntime rewrites such weights at its default level (NCHWc on x86)."""
+    rng = np.random.default_rng(0)
+    nodes, weights, previous = [], [], "x"
+    for layer in range(layers):
+        weight = rng.standard_normal((channels, channels, 3, 3), dtype=np.float32) * 0.02
+        weights.append(numpy_helper.from_array(weight, f"w{layer}"))
+        conv = helper.make_node(
+            "Conv", [previous, f"w{layer}"], [f"c{layer}"], pads=[1, 1, 1, 1], name=f"c{layer}"
+        )
+        nodes += [conv, helper.make_node("Relu", [f"c{layer}"], [f"r{layer}"], name=f"r{layer}")]
+        previous = f"r{layer}"
+    shape = [1, channels, 8, 8]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)]
+    outputs = [helper.make_tensor_value_info(previous, TensorProto.FLOAT, shape)]
+    return _model(nodes, inputs, outputs, weights)
