@@ -40,6 +40,7 @@ import onnx
 import onnxruntime as ort
 import psutil
 
+from models.optimized import find_store, optimize_partitions
 from models.runtime import session_options
 from neukonfig.manifest import CutKind, read_manifest
 from testbed.report import write_json
@@ -69,6 +70,9 @@ class Config:
     # One CPU arena registered in the onnxruntime environment and used by every session
     # of the process (session.use_env_allocators), instead of one arena per session.
     env_arena: bool = False
+    # Heads from this machine's store of optimized partitions (models.optimized), loaded
+    # with optimizations off: rewritten (NCHWc, fused) weights mapped, not copied.
+    optimized: bool = False
 
 
 CONFIGS = (
@@ -119,6 +123,15 @@ CONFIGS = (
         entries={"session.use_env_allocators": "1"},
         env_arena=True,
     ),
+    Config(
+        "H",
+        "one process, optimized store, disable_prepacking, one shared arena",
+        "one",
+        share_weights=True,
+        entries={"session.use_env_allocators": "1"},
+        env_arena=True,
+        optimized=True,
+    ),
 )
 
 # Session options compared head to head for speed (sessions read weights.bin themselves).
@@ -148,6 +161,10 @@ def _worker(spec: dict[str, Any]) -> None:
     heads = []
     for cut, config in configs:
         path = directory / manifest.cut(cut).head  # type: ignore[operator]
+        if config.optimized:
+            store = find_store(directory)
+            assert store is not None, "made by bench_model"
+            path = store.path / path.name
         started = time.perf_counter()
         options = _options(config, path, weights, shared)
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -187,7 +204,9 @@ def _worker(spec: dict[str, Any]) -> None:
 def _options(
     config: Config, path: Path, weights: np.memmap, shared: dict[str, ort.OrtValue]
 ) -> ort.SessionOptions:
-    options = session_options(threads=1, share_weights=config.share_weights)
+    options = session_options(
+        threads=1, share_weights=config.share_weights, optimized=config.optimized
+    )
     if config.level:
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, config.level)
     for key, value in config.entries.items():
@@ -400,6 +419,8 @@ def bench_model(
     cuts: list[int] | None,
 ) -> list[dict[str, Any]]:
     directory = prepare(model, work)
+    if any(config.optimized for config in configs):
+        optimize_partitions(directory, lambda line: print(line, file=sys.stderr, flush=True))
     order = cuts or pick_cuts(directory, max(ks))
     weights = head_weights(directory, order)
     rows = []

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Coroutine
 
 import httpx
 
-from controller.backends.base import ServiceHandle
+from controller.backends.base import ServiceHandle, ServiceKind
 from controller.gateway_client import GatewayClient, SwitchOutcome
 from controller.health import PartitionWatch
 from controller.history import Outcome, SwitchJournal, SwitchRecord
@@ -685,7 +685,9 @@ class Controller:
     async def _check_edge_room(self, option: Option, *, replaces_active: bool) -> None:
         """Refuse a new pipeline whose edge would overfill the budget: its edge is
         reckoned at the running pipelines' mean, since heads of one model differ less
-        than what a process or a session costs. A pipeline that replaces the active one
+        than what a process or a session costs, unless the backend knows better (a new
+        hosted head shares its host's weights: ``HostedBackend.added_bytes``). A
+        pipeline that replaces the active one
         (switch_on_demand) may pass the budget while the old one drains, up to the edge's
         memory limit: the budget is what stays, and refusing the switch would keep
         clients on the wrong cut for good (a hosted VGG16 pipeline on the 2 GiB Pi 4
@@ -700,10 +702,11 @@ class Controller:
         if replaces_active and self.edge_memory_limit is not None:
             cap, what = max(budget, self.edge_memory_limit), "edge's memory limit"
         used = await self.edge_memory_bytes()
-        each = used / len(self.pipelines)
+        added = await self.launcher.backend.added_bytes(ServiceKind.EDGE_PARTITION)
+        each = used / len(self.pipelines) if added is None else added
         if used + each > cap:
             raise EdgeMemoryError(
-                f"cut {option.label} refused: a pipeline's edge takes about {_mib(each)} and "
+                f"cut {option.label} refused: a pipeline's edge adds about {_mib(each)} and "
                 f"{len(self.pipelines)} pipelines use {_mib(used)} of the {_mib(cap)} {what}"
             )
 

@@ -18,6 +18,7 @@ READY_PATH = "/health/ready"
 # A partition host (serving.hosting): its hosted partitions, each mounted under the prefix.
 HOSTED_PATH = "/v1/hosted"
 HOSTED_PREFIX = "/hosted"
+HOST_MEMORY_PATH = "/v1/host/memory"
 
 # Stage timings ride on the response, so the gateway needs no second round trip.
 COMPUTE_SECONDS_HEADER = "x-neukonfig-compute-seconds"  # cloud -> edge

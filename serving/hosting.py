@@ -15,6 +15,7 @@ carrying its own.
     POST   /v1/hosted          {"name", "settings", "labels"} -> 201, once it is loading
     GET    /v1/hosted          what is hosted: names, settings (no secrets), labels
     DELETE /v1/hosted/{name}   stop and unmount it
+    GET    /v1/host/memory     anonymous memory now and before anything was hosted
     GET    /health/live, /health/ready
 """
 
@@ -31,8 +32,9 @@ from pydantic_settings import BaseSettings
 from starlette.routing import Mount
 
 from neukonfig.errors import ConflictError, NeukonfigError
-from neukonfig.protocol import HOSTED_PATH, HOSTED_PREFIX, LIVE_PATH, READY_PATH
+from neukonfig.protocol import HOST_MEMORY_PATH, HOSTED_PATH, HOSTED_PREFIX, LIVE_PATH, READY_PATH
 from neukonfig.service import guard_internal_routes, install_error_handlers
+from serving.memory_limit import anonymous_pss_bytes
 
 # Settings a host is told that it must not show again (``GET /v1/hosted``).
 SECRET_SETTINGS = frozenset({"internal_token"})
@@ -100,9 +102,11 @@ def create_host_app(
     ``create_app`` over its settings class)."""
     hosted: dict[str, _Hosted] = {}
     changing = asyncio.Lock()  # one add or drop at a time: the route list is shared
+    floor: dict[str, int | None] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        floor["anonymous_bytes"] = anonymous_pss_bytes()  # interpreter, imports, runtime
         yield
         for name in list(hosted):
             await drop(name)
@@ -123,6 +127,17 @@ def create_host_app(
     @app.get(HOSTED_PATH)
     def listing() -> list[dict[str, object]]:
         return [entry.describe() for entry in hosted.values()]
+
+    @app.get(HOST_MEMORY_PATH)
+    def memory() -> dict[str, object]:
+        """What the hosted partitions hold beyond the process's floor is what a new one
+        is reckoned by (``HostedBackend.added_bytes``): their anonymous memory, since
+        the weights they map are shared file pages."""
+        return {
+            "hosted": len(hosted),
+            "anonymous_bytes": anonymous_pss_bytes(),
+            "anonymous_floor_bytes": floor.get("anonymous_bytes"),
+        }
 
     @app.post(HOSTED_PATH, status_code=201)
     async def add(spec: HostedSpec) -> dict[str, object]:

@@ -60,3 +60,21 @@ def _limits_along(base: Path, path: str, name: str) -> list[int]:
         if text.isdigit():  # v2 writes "max" for no limit
             limits.append(int(text))
     return limits
+
+
+def anonymous_pss_bytes(rollup: Path = Path("/proc/self/smaps_rollup")) -> int | None:
+    """This process's anonymous memory (PSS): what it holds that the kernel cannot drop.
+
+    The rest of its PSS is file pages, above all weights mapped from ``weights.bin``:
+    shared by every session that maps the same file, and clean, so reclaimable under
+    pressure. None where the kernel does not say (``Pss_Anon`` needs Linux 5.6).
+    """
+    try:
+        lines = rollup.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key == "Pss_Anon":
+            return int(value.split()[0]) * 1024
+    return None

@@ -96,6 +96,11 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def memory_bytes(self, handle: ServiceHandle) -> int | None: ...
 
+    async def added_bytes(self, kind: ServiceKind) -> int | None:
+        """What one more service of ``kind`` would add, where the backend knows better
+        than the running ones' mean (None: it does not)."""
+        return None
+
     async def close(self) -> None:
         """Release the backend's own resources; services keep running."""
         return None

@@ -31,7 +31,13 @@ from controller.backends.base import (
     ServiceState,
     poll_until_ready,
 )
-from neukonfig.protocol import HOSTED_PATH, HOSTED_PREFIX, INTERNAL_TOKEN_HEADER, LIVE_PATH
+from neukonfig.protocol import (
+    HOST_MEMORY_PATH,
+    HOSTED_PATH,
+    HOSTED_PREFIX,
+    INTERNAL_TOKEN_HEADER,
+    LIVE_PATH,
+)
 from neukonfig.tls import tls_http_client
 
 HOST_ROLES = {ServiceKind.EDGE_PARTITION: "edge-host", ServiceKind.CLOUD_PARTITION: "cloud-host"}
@@ -141,6 +147,24 @@ class HostedBackend(Backend):
             return None
         total = await self.inner.memory_bytes(host)
         return None if total is None else total // max(len(self._hosted[handle.spec.kind]), 1)
+
+    async def added_bytes(self, kind: ServiceKind) -> int | None:
+        """A new hosted partition maps the weights its host's sessions already map (one
+        ``weights.bin``, the rewritten ones too: ``models.optimized``), so what it adds
+        is its own session: reckoned as the anonymous memory the host's partitions hold
+        beyond the host's floor, shared out over them. The mapped weights are clean file
+        pages the kernel can reclaim, not what runs a device out of memory. None when
+        the host cannot say."""
+        host = self._hosts.get(kind)
+        if host is None:
+            return None
+        try:
+            response = await self._http.get(host.url + HOST_MEMORY_PATH)
+            memory = response.raise_for_status().json()
+            held = memory["anonymous_bytes"] - memory["anonymous_floor_bytes"]
+            return max(int(held), 0) // max(int(memory["hosted"]), 1)
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return None  # an older host, or a kernel without Pss_Anon (None - None)
 
     async def close(self) -> None:
         await self._http.aclose()

@@ -11,12 +11,16 @@ import httpx
 
 from controller.app import create_app
 from controller.assemble import build_controller
+from controller.backends.base import ServiceKind
+from controller.pipelines import PipelineState
 from controller.settings import StrategyName
 from testbed.faults import CUT_AT_HIGH, CUT_AT_LOW, tiny_probe_client
 from tests.controller.helpers import settings_for, wait_until
 
 
-def _under_a_1mb_budget(slow_edge_tiny, gateway, token: str, tmp_path: Path, link, strategy):
+def _under_a_1mb_budget(
+    slow_edge_tiny, gateway, token: str, tmp_path: Path, link, strategy, **extra: object
+):
     """A manual-only controller with a 1 MB edge budget (one edge partition process alone
     is ~100 MB), a probe client on its gateway, and a transport to its API."""
     settings = settings_for(
@@ -27,6 +31,7 @@ def _under_a_1mb_budget(slow_edge_tiny, gateway, token: str, tmp_path: Path, lin
         strategy=strategy,
         auto=False,
         edge_memory_budget="1MB",
+        **extra,
     )
     controller = build_controller(settings, link=link)
     client = tiny_probe_client(gateway.url, slow_edge_tiny)
@@ -123,3 +128,39 @@ def test_a_switch_that_replaces_the_active_pipeline_may_pass_the_budget_while_it
     switch = asyncio.run(scenario())
     assert switch["outcome"] == "switched", switch
     assert [r for r in client.records if not r.ok] == []
+
+
+def test_a_hosted_standby_is_reckoned_at_what_its_session_adds(
+    slow_edge_tiny, gateway, token: str, tmp_path: Path, link
+) -> None:
+    """A hosted head maps the weights its host already maps: a new one is reckoned at the
+    anonymous memory the host's partitions hold, shared out, not at the host's whole
+    share (interpreter and onnxruntime included). Under a budget between the two a
+    standby starts, where reckoning by the running pipelines' mean refused it."""
+    controller, _client, _transport = _under_a_1mb_budget(
+        slow_edge_tiny,
+        gateway,
+        token,
+        tmp_path,
+        link,
+        StrategyName.SWITCH_STANDBY,
+        hosted_partitions=True,
+    )
+
+    async def scenario() -> tuple[int, int]:
+        async with controller.running():
+            assert len(controller.pipelines) == 1, "no standby fits 1 MB"
+            used = await controller.edge_memory_bytes()
+            added = await controller.launcher.backend.added_bytes(ServiceKind.EDGE_PARTITION)
+            assert added is not None
+            assert 0 < added < used / 2, (added, used)
+            # Room for what a session adds, not for another host's worth.
+            controller.settings.edge_memory_budget = used + (added + used) // 2
+            await controller.refresh_standby()
+            states = sorted(p.state.value for p in controller.pipelines.values())
+            assert states == sorted([PipelineState.ACTIVE.value, PipelineState.STANDBY.value])
+            assert all("/hosted/" in p.edge.url for p in controller.pipelines.values())
+            return used, added
+
+    used, added = asyncio.run(scenario())
+    print(f"hosted edge: {used / 2**20:.0f} MiB in use, a new head adds ~{added / 2**20:.1f} MiB")
