@@ -20,8 +20,8 @@ from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
 from neukonfig.errors import InvalidModelError
+from neukonfig.manifest import WEIGHTS_FILE
 
-WEIGHTS_FILE = "weights.bin"
 # Smaller tensors stay inside each graph file. Integer ones get a higher bar because
 # shape inference needs the values of shape/axes/index initializers.
 INLINE_MAX_BYTES = 128

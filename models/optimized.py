@@ -31,13 +31,18 @@ import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-import onnx
 import onnxruntime as ort
 
-from models.onnx_io import PAGE_ALIGNMENT, SMALL_ALIGNMENT, WEIGHTS_FILE, file_sha256
-from neukonfig.manifest import MANIFEST_FILE, Manifest, read_manifest
+from neukonfig.manifest import MANIFEST_FILE, WEIGHTS_FILE, Manifest, read_manifest
+
+if TYPE_CHECKING:
+    import onnx
+
+# Every partition service looks a store up; only ``prepare`` writes one. So ``onnx`` and
+# the partitioner's writer are imported where a store is written: importing them costs a
+# service's start-up seconds on a slow edge CPU.
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +107,7 @@ def _source_fingerprint(directory: Path) -> dict[str, object]:
     weights = directory / WEIGHTS_FILE
     stat = weights.stat() if weights.exists() else None
     return {
-        "manifest_sha256": file_sha256(directory / MANIFEST_FILE),
+        "manifest_sha256": hashlib.sha256((directory / MANIFEST_FILE).read_bytes()).hexdigest(),
         "weights": None if stat is None else [stat.st_size, stat.st_mtime_ns],
     }
 
@@ -141,6 +146,8 @@ def optimize_partitions(directory: Path, progress: Progress = lambda _message: N
 
 
 def _write_store(directory: Path, names: list[str], work: Path, progress: Progress) -> None:
+    import onnx
+
     progress(f"optimizing {len(names)} partition files for this machine into {work.parent}")
     shared = SharedWeights()
     with (work / WEIGHTS_FILE).open("wb") as stream:
@@ -201,6 +208,8 @@ class SharedWeights:
                 tensor.external_data.add(key=entry, value=str(value))
 
     def _append(self, data: bytes, stream: BinaryIO) -> int:
+        from models.onnx_io import PAGE_ALIGNMENT, SMALL_ALIGNMENT
+
         offset = stream.tell()
         offset += -offset % (PAGE_ALIGNMENT if len(data) >= PAGE_ALIGNMENT else SMALL_ALIGNMENT)
         stream.seek(offset)
@@ -210,6 +219,8 @@ class SharedWeights:
 
 
 def _external(initializers: Iterable[onnx.TensorProto]) -> list[onnx.TensorProto]:
+    import onnx
+
     return [t for t in initializers if t.data_location == onnx.TensorProto.EXTERNAL]
 
 

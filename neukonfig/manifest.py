@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from neukonfig.errors import CutNotFoundError, InvalidModelError
 
 MANIFEST_FILE = "manifest.json"
+# Every large initializer of the partitions, once (models.onnx_io writes it).
+WEIGHTS_FILE = "weights.bin"
 FORMAT_VERSION = 1
 
 Dim = int | str | None

@@ -178,8 +178,9 @@ class PartitionHost:
             "warm_run_seconds": self.warm_run_seconds,
             "slowdown": self.slowdown,
             "shared_arena": self.shared_arena,
-            # Loaded from this machine's store of optimized partitions (models.optimized).
-            "optimized": partition.optimized if partition else None,
+            # Loaded from this machine's store of optimized partitions (models.optimized);
+            # None for a pass-through side, which loads nothing.
+            "optimized": partition.optimized if partition and partition.session else None,
             # PSS, not RSS: weights mapped by several heads are shared between them.
             "pss_bytes": psutil.Process(os.getpid()).memory_full_info().pss,
             "rss_bytes": psutil.Process(os.getpid()).memory_info().rss,
