@@ -135,7 +135,7 @@ CONFIGS = (
 )
 
 # Session options compared head to head for speed (sessions read weights.bin themselves).
-LATENCY_CONFIGS = tuple(c for c in CONFIGS if c.key in ("A", "B", "B-ext"))
+LATENCY_CONFIGS = tuple(c for c in CONFIGS if c.key in ("A", "B", "B-ext", "H"))
 
 
 # --------------------------------------------------------------------------- worker
