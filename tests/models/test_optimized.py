@@ -4,6 +4,8 @@ every rewritten weight stored once and mapped by every session that holds it."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -124,3 +126,12 @@ def test_optimizing_again_keeps_a_current_store(chain_parts: Path) -> None:
 def _mapped_files() -> set[str]:
     lines = Path("/proc/self/maps").read_text().splitlines()
     return {line.split(maxsplit=5)[-1] for line in lines if len(line.split()) == 6}
+
+
+def test_a_partition_service_looks_stores_up_without_importing_onnx() -> None:
+    """Only prepare writes a store; importing onnx would cost every partition service
+    seconds of start-up on a slow edge CPU."""
+    check = "import sys, models.runtime; print(sorted(m for m in sys.modules if m == 'onnx'))"
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
