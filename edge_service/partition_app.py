@@ -447,8 +447,13 @@ def create_app(settings: EdgePartitionSettings) -> FastAPI:
     app.include_router(health_router(host, details=tail_info))
 
     @app.get(TRANSFERS_PATH)
-    def link_state(after: int = 0) -> dict[str, object]:
-        """Completed transfers after ``after``, those in flight, and the kernel's reading."""
+    async def link_state(after: int = 0) -> dict[str, object]:
+        """Completed transfers after ``after``, those in flight, and the kernel's reading.
+
+        On the event loop, as every other use of the link monitor: its deques and dicts
+        are not for threads (as a plain ``def`` route this ran in a worker thread, beside
+        a request's ``link_seconds``, and failed that request with "deque mutated during
+        iteration"). A snapshot is a few TCP_INFO reads and a list: microseconds."""
         return link.snapshot(after)
 
     return app

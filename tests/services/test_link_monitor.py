@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import socket
 import sys
 import time
@@ -95,3 +96,20 @@ def test_a_busy_connection_not_acknowledged_since_the_last_reading_gives_no_rate
     assert LinkMonitor._lone_connection_rate(stale, acking={key}) == 43.8e6
     young = {key: _busy_info(1_000, 43.8e6)}
     assert LinkMonitor._lone_connection_rate(young, acking={key}) is None
+
+
+def test_the_transfers_route_reads_the_monitor_on_the_event_loop(tiny_parts) -> None:
+    """The monitor's deques and dicts belong to the event loop, where requests use them
+    (``link_seconds``). A plain ``def`` route runs in a worker thread: the controller's
+    poll of /v1/transfers then iterated the kernel marks while a request appended to them,
+    and that request failed with "deque mutated during iteration" (a downtime bench)."""
+    from edge_service.partition_app import create_app
+    from edge_service.settings import EdgePartitionSettings
+    from neukonfig.protocol import TRANSFERS_PATH
+
+    settings = EdgePartitionSettings(
+        partition_dir=tiny_parts, cut=3, cloud_url="http://127.0.0.1:9"
+    )
+    routes = [r for r in create_app(settings).routes if getattr(r, "path", None) == TRANSFERS_PATH]
+    assert len(routes) == 1
+    assert inspect.iscoroutinefunction(routes[0].endpoint)
