@@ -18,7 +18,7 @@ from typing import Any
 
 from testbed.netns import NetnsUnavailableError, run_checked, tbf_arguments
 
-CLOUD_ROLES = ("cloud", "probe")
+CLOUD_ROLES = ("cloud", "probe", "cloud-host")  # a host holds hosted tails (and probe)
 PEER_INDEX = re.compile(r"^\d+: eth0@if(\d+):")
 PERIOD_S = 0.1
 
