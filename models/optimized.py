@@ -37,12 +37,11 @@ import onnxruntime as ort
 
 from neukonfig.manifest import MANIFEST_FILE, WEIGHTS_FILE, Manifest, read_manifest
 
-if TYPE_CHECKING:
-    import onnx
-
 # Every partition service looks a store up; only ``prepare`` writes one. So ``onnx`` and
 # the partitioner's writer are imported where a store is written: importing them costs a
 # service's start-up seconds on a slow edge CPU.
+if TYPE_CHECKING:
+    import onnx
 
 log = logging.getLogger(__name__)
 
