@@ -20,7 +20,7 @@ from pathlib import Path
 
 from controller.assemble import build_controller
 from controller.backends.base import Backend
-from controller.backends.local import LocalService, ServiceKind
+from controller.backends.local import DEFAULT_START_TIMEOUT_S, LocalService, ServiceKind
 from controller.backends.process import EdgePlacement, ProcessBackend
 from controller.core import Controller
 from controller.pipelines import Link
@@ -115,7 +115,9 @@ def embedded_stack(
     )
     try:
         on_device = edge_placement is not None
-        gateway.start().wait_ready(timeout=DEVICE_START_TIMEOUT_S if on_device else 60.0)
+        gateway.start().wait_ready(
+            timeout=DEVICE_START_TIMEOUT_S if on_device else DEFAULT_START_TIMEOUT_S
+        )
         values: dict[str, object] = {
             "partition_dir": prepared.partitions,
             "model_name": prepared.manifest.model.name,

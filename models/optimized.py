@@ -22,6 +22,7 @@ partitions changed since (re-partitioned: a new ``weights.bin``) is not used.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -60,6 +61,7 @@ def machine_tag() -> str:
     return f"ort{ort.__version__}-{platform.machine()}-{digest}"
 
 
+@functools.cache  # read on every partition load; a process's CPU does not change
 def _cpu_features() -> str:
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
@@ -168,12 +170,13 @@ def _write_store(directory: Path, names: list[str], work: Path, progress: Progre
 def _save_optimized(source: Path, destination: Path) -> None:
     """Let onnxruntime optimize ``source`` at its default level and save the result, the
     big initializers in a file beside it (no pre-packing: nothing is saved pre-packed)."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
+    from models.runtime import session_options  # it looks stores up: imports this module
+
+    # The options every shared-weight session has (threads do not change what is saved).
+    options = session_options(threads=1, share_weights=True)
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.optimized_model_filepath = str(destination)
     options.log_severity_level = 3  # its warning that the file is hardware-specific: known
-    options.add_session_config_entry("session.disable_prepacking", "1")
     options.add_session_config_entry(
         "session.optimized_model_external_initializers_file_name", f"{destination.name}.data"
     )

@@ -12,13 +12,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from controller.backends.local import free_port
 from testbed.container_link import ContainerLink
 from testbed.probe_client import ProbeClient
-from tests.stack.helpers import wait_for_cut, wait_for_state, wait_serving
+from tests.stack.helpers import ControllerApi, wait_for_cut, wait_for_state, wait_serving
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "mobilenetv2"
@@ -35,7 +34,7 @@ SWITCH_TIMEOUT_S = 60
 
 
 @dataclass
-class Stack:
+class Stack(ControllerApi):
     project: str
     env_file: Path
     gateway: str
@@ -49,14 +48,8 @@ class Stack:
             [*command, *args], cwd=ROOT, capture_output=True, text=True, check=check
         )
 
-    def state(self) -> dict[str, object]:
-        return httpx.get(f"{self.controller}/v1/state", timeout=5).json()
-
     def logs(self) -> str:
         return self.compose("logs", "--tail", "60", check=False).stdout
-
-    def switches(self) -> list[dict[str, object]]:
-        return httpx.get(f"{self.controller}/v1/history", timeout=5).json()["switches"]
 
 
 def start_stack(engine, work: Path, **env: str) -> Iterator[Stack]:
@@ -106,12 +99,7 @@ def compose_up(stack: Stack, engine) -> Iterator[Stack]:
     try:
         stack.compose("build")
         stack.compose("up", "-d")
-        wait_serving(
-            stack.gateway,
-            stack.state,
-            lambda: stack.compose("logs", "--tail", "60", check=False).stdout,
-            START_TIMEOUT_S,
-        )
+        wait_serving(stack.gateway, stack.state, stack.logs, START_TIMEOUT_S)
         mountpoint = engine.volumes.get(f"{stack.project}_data").attrs["Mountpoint"]
         stack.data = Path(mountpoint)
         yield stack

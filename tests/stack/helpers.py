@@ -13,6 +13,19 @@ from neukonfig.manifest import read_manifest
 from testbed.probe_client import ProbeCase, ProbeClient, reference_cases
 
 
+class ControllerApi:
+    """The controller's read-only API, for a stack under test whose ``controller`` is the
+    controller's base URL."""
+
+    controller: str
+
+    def state(self) -> dict[str, object]:
+        return httpx.get(f"{self.controller}/v1/state", timeout=5).json()
+
+    def switches(self) -> list[dict[str, object]]:
+        return httpx.get(f"{self.controller}/v1/history", timeout=5).json()["switches"]
+
+
 def wait_serving(
     gateway: str, state: Callable[[], dict[str, object]], logs: Callable[[], str], timeout: float
 ) -> None:

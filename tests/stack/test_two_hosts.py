@@ -36,21 +36,18 @@ import pytest
 from controller.backends.local import free_port
 from testbed.probe_client import ProbeCase, ProbeClient, RequestRecord
 from testbed.server_engine import SERVER_ADDRESS, ServerEngine
-from tests.stack.helpers import probe, volume_cases, wait_for_cut, wait_serving
+from tests.stack.compose_stack import HIGH, LOW, LOW_CUTS, MODEL, ROOT
+from tests.stack.helpers import ControllerApi, probe, volume_cases, wait_for_cut, wait_serving
 
 pytestmark = [pytest.mark.docker, pytest.mark.root]
 
-ROOT = Path(__file__).resolve().parents[2]
-MODEL = "mobilenetv2"
-HIGH, LOW = 50e6, 5e6
-LOW_CUTS = {70, 71, 72}  # test_compose.py says why these three
 IMAGE_UID = 10001  # the images' user: it reads the certificates
 START_TIMEOUT_S = 300
 SWITCH_TIMEOUT_S = 90
 
 
 @dataclass
-class Hosts:
+class Hosts(ControllerApi):
     edge_project: str
     edge_env_file: Path
     gateway: str
@@ -68,14 +65,8 @@ class Hosts:
         env = {**self.server.docker_env(), "BASE_IMAGE": os.environ.get("BASE_IMAGE", "")}
         return _run(command, check=check, env=env)
 
-    def state(self) -> dict[str, object]:
-        return httpx.get(f"{self.controller}/v1/state", timeout=5).json()
-
     def logs(self) -> str:
         return self.edge("logs", "--tail", "60", check=False).stdout
-
-    def switches(self) -> list[dict[str, object]]:
-        return httpx.get(f"{self.controller}/v1/history", timeout=5).json()["switches"]
 
 
 def _run(
